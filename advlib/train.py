@@ -1,0 +1,176 @@
+"""Training loops: mini-batch gradient descent on the cross-entropy (or the talk's sign update).
+
+Back-propagation (Rumelhart, Hinton and Williams 1986) gives grad_W L for every weight; an optimiser
+turns it into an update. :func:`fit` trains a classifier, seeded so the same seed gives the same
+weights on the same machine, on the GPU when there is one, with a tqdm progress bar.
+:func:`fit_autoencoder` pre-trains Szegedy et al.'s sparse autoencoder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import config
+from .utils import progress
+
+LOSSES = ("ce", "prob")
+OPTIMIZERS = ("sgd", "adam", "sign")
+
+
+class SignDescent(torch.optim.Optimizer):
+    """The talk's sign update W <- W - eps * sign(grad_W L), the step of FGSM applied to weights.
+
+    With L = -p_c (the probability of the correct class, ``loss="prob"`` in :func:`fit`) this is
+    W <- W + eps * sign(grad_W p_c). Weight decay, if any, is added to the gradient first.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.0):
+        if lr <= 0:
+            raise ValueError(f"learning rate must be positive, got {lr}")
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None if closure is None else closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad if group["weight_decay"] == 0 else p.grad + group["weight_decay"] * p
+                p.add_(grad.sign(), alpha=-group["lr"])
+        return loss
+
+
+@dataclass
+class History:
+    """What a training run recorded: the loss of every step and the mean loss of every epoch."""
+
+    step_losses: list[float] = field(default_factory=list)
+    epoch_losses: list[float] = field(default_factory=list)
+
+
+def classification_loss(logits: torch.Tensor, y: torch.Tensor, loss: str = "ce") -> torch.Tensor:
+    """Mean loss of a batch. ``"ce"``: cross-entropy -log p_y (the logistic loss for a one-logit
+    perceptron, whose label 1 is its positive class); ``"prob"``: -p_y, the talk's objective."""
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; expected one of {LOSSES}")
+    if logits.shape[1] == 1:
+        z = logits[:, 0]
+        if loss == "ce":
+            return F.binary_cross_entropy_with_logits(z, y.float())
+        p_positive = torch.sigmoid(z)
+        return -torch.where(y == 1, p_positive, 1 - p_positive).mean()
+    if loss == "ce":
+        return F.cross_entropy(logits, y)
+    return -logits.softmax(dim=1).gather(1, y[:, None]).mean()
+
+
+def make_optimizer(name: str, parameters, lr: float, weight_decay: float = 0.0,
+                   momentum: float = 0.0) -> torch.optim.Optimizer:
+    """``"sgd"`` (Robbins-Monro, with optional momentum), ``"adam"`` (Kingma and Ba 2015) or
+    ``"sign"`` (:class:`SignDescent`)."""
+    if name == "sgd":
+        return torch.optim.SGD(parameters, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
+    if name == "sign":
+        return SignDescent(parameters, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS}")
+
+
+def _check_training_data(x: torch.Tensor, y: torch.Tensor) -> None:
+    if len(x) != len(y):
+        raise ValueError(f"x has {len(x)} examples but y has {len(y)}")
+    if len(x) == 0:
+        raise ValueError("no training examples")
+    if x.min() < 0 or x.max() > 1:
+        raise ValueError(f"images must lie in [0,1], got values in [{x.min().item():.3g}, {x.max().item():.3g}]")
+
+
+def _descend(model: nn.Module, n: int, batch_loss, opt: torch.optim.Optimizer, *, epochs: int,
+             batch_size: int, seed: int, device: torch.device, desc: str) -> History:
+    """The loop both trainers share: seeded batches of indices, loss, back-propagation, step."""
+    if epochs < 0 or batch_size < 1:
+        raise ValueError(f"epochs must be >= 0 and batch_size >= 1, got {epochs} and {batch_size}")
+    generator = torch.Generator().manual_seed(seed)
+    history = History()
+    model.train()
+    bar = progress(total=epochs * -(-n // batch_size), desc=desc, unit="batch")
+    for epoch in range(epochs):
+        total = 0.0
+        order = torch.randperm(n, generator=generator).to(device)
+        for index in order.split(batch_size):
+            loss = batch_loss(index)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            history.step_losses.append(loss.item())
+            total += history.step_losses[-1] * len(index)
+            bar.update()
+        history.epoch_losses.append(total / n)
+        bar.set_postfix(epoch=epoch + 1, loss=f"{history.epoch_losses[-1]:.4f}")
+    bar.close()
+    model.eval()
+    return history
+
+
+def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 1, batch_size: int = 128,
+        lr: float = 1e-3, optimizer: str = "adam", weight_decay: float = 0.0, momentum: float = 0.0,
+        loss: str = "ce", parameters=None, seed: int = 0, device: torch.device | None = None,
+        desc: str = "training") -> History:
+    """Train ``model`` on images ``x`` in [0,1] and labels ``y`` by mini-batch descent.
+
+    Each step takes a batch B, computes L = mean_{(x,y) in B} loss(model(x), y) and back-propagates
+    it; ``optimizer`` applies the update (``"sign"`` is the talk's W <- W - eps * sign(grad_W L)).
+    ``weight_decay`` is the L2 penalty lambda/2 ||W||^2 (Szegedy et al.'s FC10(lambda)).
+    ``parameters`` restricts training to some parameters (the others stay fixed). The order of the
+    batches comes from ``seed`` alone, so a run repeats exactly. Leaves the model in eval mode on
+    ``device`` (default: :func:`advlib.config.device`).
+    """
+    _check_training_data(x, y)
+    device = config.device() if device is None else device
+    model.to(device)
+    torch.manual_seed(seed)
+    params = list(model.parameters() if parameters is None else parameters)
+    opt = make_optimizer(optimizer, params, lr, weight_decay, momentum)
+    x, y = x.to(device), y.to(device)
+    return _descend(model, len(x), lambda index: classification_loss(model(x[index]), y[index], loss), opt,
+                    epochs=epochs, batch_size=batch_size, seed=seed, device=device, desc=desc)
+
+
+def sparse_autoencoder_loss(model: nn.Module, x: torch.Tensor, sparsity: float, beta: float) -> torch.Tensor:
+    """||x_hat - x||^2 / 2 averaged over the batch, plus beta * sum_j KL(rho || rho_hat_j).
+
+    rho_hat_j is the mean activation of code unit j over the batch and rho is ``sparsity``: the
+    sparse autoencoder of Ng's lecture notes, which Szegedy et al. 2013 use for AE400-10.
+    """
+    code = model.encoder(x)
+    recon = model.decoder(code)
+    rho_hat = code.mean(dim=0).clamp(1e-6, 1 - 1e-6)
+    kl = sparsity * torch.log(sparsity / rho_hat) + (1 - sparsity) * torch.log((1 - sparsity) / (1 - rho_hat))
+    return 0.5 * (recon - x.flatten(1)).pow(2).sum(dim=1).mean() + beta * kl.sum()
+
+
+def fit_autoencoder(model: nn.Module, x: torch.Tensor, *, epochs: int = 1, batch_size: int = 128,
+                    lr: float = 1e-3, sparsity: float = 0.05, beta: float = 0.1, weight_decay: float = 0.0,
+                    seed: int = 0, device: torch.device | None = None,
+                    desc: str = "autoencoder") -> History:
+    """Pre-train a sparse autoencoder (``model.encoder`` and ``model.decoder``, as in
+    :class:`advlib.models.AE400`) on images ``x`` by Adam on :func:`sparse_autoencoder_loss`."""
+    _check_training_data(x, torch.zeros(len(x)))
+    device = config.device() if device is None else device
+    model.to(device)
+    torch.manual_seed(seed)
+    opt = torch.optim.Adam([*model.encoder.parameters(), *model.decoder.parameters()], lr=lr,
+                           weight_decay=weight_decay)
+    x = x.to(device)
+    return _descend(model, len(x), lambda index: sparse_autoencoder_loss(model, x[index], sparsity, beta), opt,
+                    epochs=epochs, batch_size=batch_size, seed=seed, device=device, desc=desc)
+
+
+__all__ = ["History", "SignDescent", "classification_loss", "fit", "fit_autoencoder", "make_optimizer",
+           "sparse_autoencoder_loss"]

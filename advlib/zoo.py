@@ -1,0 +1,176 @@
+"""Named models, trained on first use and cached: ``model = zoo.get("small-cnn")``.
+
+A model's cache file lives under ``<data folder>/zoo/`` and is named by a hash of everything that
+decides its weights: the recipe (architecture, dataset, optimiser, learning rate, weight decay, seed)
+and the run profile's sizes (training subset, epochs, batch size). Another profile or recipe is
+another file; the same ones reuse the file. Files are written atomically (a temporary file in the
+same folder, fsynced, then renamed over), loaded with ``torch.load(..., weights_only=True)``, and a
+file that fails to load or holds another configuration is retrained, never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import config, data, metrics, models, train
+
+ZOO_VERSION = 1  # bump when a change to the training code changes the weights a recipe gives
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a zoo model is trained. Sizes (subset, epochs, batch size) come from the run profile."""
+
+    arch: str
+    dataset: str = "fashion-mnist"
+    trainer: str = "standard"  # "standard": train.fit; "autoencoder": pre-train, then the classifier
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+    arch_kwargs: dict = field(default_factory=dict)
+    description: str = ""
+
+
+RECIPES: dict[str, Recipe] = {
+    "fc10-1e-4": Recipe("fc10", weight_decay=1e-4,
+                        description="Szegedy et al.'s FC10(1e-4): softmax on pixels, weight decay 1e-4"),
+    "fc10-1e-2": Recipe("fc10", weight_decay=1e-2,
+                        description="Szegedy et al.'s FC10(1e-2): softmax on pixels, weight decay 1e-2"),
+    "fc10-1": Recipe("fc10", weight_decay=1.0,
+                     description="Szegedy et al.'s FC10(1): softmax on pixels, weight decay 1"),
+    "fc100-100-10": Recipe("fc100-100-10", weight_decay=1e-5,
+                           description="Szegedy et al.'s FC100-100-10 (weight decay 1e-5)"),
+    "fc200-200-10": Recipe("fc200-200-10", weight_decay=1e-5,
+                           description="Szegedy et al.'s FC200-200-10 (weight decay 1e-5)"),
+    "ae400-10": Recipe("ae400-10", trainer="autoencoder", weight_decay=1e-6,
+                       description="Szegedy et al.'s AE400-10: sparse sigmoid autoencoder, softmax on its code"),
+    "small-cnn": Recipe("small-cnn", description="two conv + max-pool stages, dense 128, softmax"),
+    "wong-kolter": Recipe("wong-kolter",
+                          description="Wong and Kolter's conv net, trained normally (not robustly)"),
+}
+
+
+def names() -> list[str]:
+    """The names :func:`get` knows."""
+    return sorted(RECIPES)
+
+
+def recipe(name: str) -> Recipe:
+    """The :class:`Recipe` of zoo model ``name``; a ``ValueError`` for an unknown name."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown zoo model {name!r}; expected one of {names()}")
+    return RECIPES[name]
+
+
+def configuration(name: str, profile: str | None = None) -> dict:
+    """Everything that decides the weights of zoo model ``name`` in run profile ``profile``."""
+    sizes = config.sizes(profile)
+    return {"name": name, "zoo_version": ZOO_VERSION, "recipe": asdict(recipe(name)),
+            "profile": sizes.name, "train_size": sizes.train_size, "epochs": sizes.epochs,
+            "batch_size": sizes.batch_size}
+
+
+def key(name: str, profile: str | None = None) -> str:
+    """A short hash of :func:`configuration`: the cache file's key."""
+    blob = json.dumps(configuration(name, profile), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def path(name: str, profile: str | None = None) -> Path:
+    """The cache file of zoo model ``name`` in run profile ``profile``."""
+    return config.data_dir() / "zoo" / f"{name}-{key(name, profile)}.pt"
+
+
+def get(name: str, profile: str | None = None, *, retrain: bool = False,
+        device: torch.device | None = None) -> nn.Module:
+    """Zoo model ``name``, trained in run profile ``profile`` (default: the current one), in eval mode.
+
+    Loads the cached weights when a valid cache file exists; otherwise trains the model (with a
+    progress bar), writes the file atomically and returns it. ``retrain=True`` ignores the cache.
+    """
+    device = config.device() if device is None else device
+    conf = configuration(name, profile)
+    model = models.build(conf["recipe"]["arch"], conf["recipe"]["dataset"], **conf["recipe"]["arch_kwargs"])
+    file = path(name, profile)
+    checkpoint = None if retrain else _load(file, conf)
+    if checkpoint is None:
+        checkpoint = _train(model, conf, device)
+        _save_atomic(checkpoint, file)
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.to(device).eval()
+
+
+def record(name: str, profile: str | None = None) -> dict:
+    """What was recorded when zoo model ``name`` was trained: configuration, per-epoch losses,
+    training seconds, test accuracy on the profile's test subset. Trains the model if needed."""
+    get(name, profile, device=torch.device("cpu"))
+    checkpoint = _load(path(name, profile), configuration(name, profile))
+    return {k: v for k, v in checkpoint.items() if k != "state_dict"}
+
+
+def _train(model: nn.Module, conf: dict, device: torch.device) -> dict:
+    spec = conf["recipe"]
+    (x, y), (xt, yt) = data.load_subsets(spec["dataset"], conf["train_size"],
+                                         config.sizes(conf["profile"]).test_size, seed=spec["seed"])
+    config.seed_everything(spec["seed"])
+    model = model.to(device)
+    start = time.perf_counter()
+    common = dict(epochs=conf["epochs"], batch_size=conf["batch_size"], seed=spec["seed"], device=device)
+    if spec["trainer"] == "standard":
+        history = train.fit(model, x, y, optimizer=spec["optimizer"], lr=spec["lr"],
+                            weight_decay=spec["weight_decay"], desc=conf["name"], **common)
+    elif spec["trainer"] == "autoencoder":
+        pre = train.fit_autoencoder(model, x, lr=spec["lr"], weight_decay=spec["weight_decay"],
+                                    desc=f"{conf['name']} (autoencoder)", **common)
+        history = train.fit(model, x, y, optimizer=spec["optimizer"], lr=spec["lr"],
+                            weight_decay=spec["weight_decay"], parameters=model.classifier.parameters(),
+                            desc=f"{conf['name']} (classifier)", **common)
+        history.epoch_losses = pre.epoch_losses + history.epoch_losses
+    else:
+        raise ValueError(f"unknown trainer {spec['trainer']!r} in the recipe of {conf['name']!r}")
+    seconds = time.perf_counter() - start
+    return {"config": conf, "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "epoch_losses": history.epoch_losses, "train_seconds": seconds,
+            "test_accuracy": metrics.accuracy(model, xt, yt), "device": str(device)}
+
+
+def _load(file: Path, conf: dict) -> dict | None:
+    """The checkpoint in ``file`` if it loads and was trained with ``conf``; else None."""
+    if not file.exists():
+        return None
+    try:
+        checkpoint = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated or foreign file: retrain rather than trust it
+        warnings.warn(f"ignoring unreadable zoo file {file} ({type(error).__name__}: {error}); retraining",
+                      stacklevel=3)
+        return None
+    if not isinstance(checkpoint, dict) or checkpoint.get("config") != conf:
+        warnings.warn(f"ignoring zoo file {file}: it holds another configuration; retraining", stacklevel=3)
+        return None
+    return checkpoint
+
+
+def _save_atomic(checkpoint: dict, file: Path) -> None:
+    """Write ``checkpoint`` to ``file`` so that a reader sees the old file or the whole new one."""
+    file.parent.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp", delete=False)
+    try:
+        with handle:
+            torch.save(checkpoint, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, file)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
