@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# Executed notebooks render sliders as self-contained HTML, even when make runs inside a Jupyter server.
+export ADVLIB_SLIDER := static
 
 .PHONY: env data book test unit notebooks lint clean
 

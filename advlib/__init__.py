@@ -3,9 +3,17 @@
 Modules (one concept each): ``config`` (device, run profile, data folder), ``data`` (datasets as
 [0,1] tensors), ``models`` (the networks of the talk), ``metrics`` (accuracy), ``train`` (training
 loops), ``zoo`` (named models trained on first use and cached), ``viz`` (figures).
+Submodules load on first use (``advlib.zoo`` imports what it needs), so ``import advlib`` is cheap and
+``python -m advlib.data fetch NAME`` runs its module exactly once.
 """
 
-from . import config, data, metrics, models, train, viz, zoo
+import importlib
 
-__all__ = ["config", "data", "metrics", "models", "train", "viz", "zoo"]
 __version__ = "0.1.0"
+__all__ = ["config", "data", "metrics", "models", "train", "viz", "zoo"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'advlib' has no attribute {name!r}")

@@ -37,7 +37,7 @@ class Sizes:
 
 
 PROFILES = {
-    "quick": Sizes("quick", train_size=12_000, test_size=2_000, epochs=3, batch_size=128,
+    "quick": Sizes("quick", train_size=12_000, test_size=2_000, epochs=5, batch_size=128,
                    attack_size=200, attack_steps=20, samples=1_000),
     "full": Sizes("full", train_size=None, test_size=None, epochs=20, batch_size=128,
                   attack_size=10_000, attack_steps=100, samples=100_000),

@@ -250,19 +250,24 @@ def _stage_fashion_mnist(source: Path, root: Path) -> None:
         if target.exists() or not (gz.exists() or plain.exists()):
             continue
         opener = gzip.open if gz.exists() else open
-        with tempfile.NamedTemporaryFile(dir=raw, prefix=f".{stem}.", delete=False) as out:
-            digest = hashlib.sha256()
-            with opener(gz if gz.exists() else plain, "rb") as src:
-                while chunk := src.read(1 << 20):
-                    digest.update(chunk)
-                    out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        if digest.hexdigest() != expected:
-            os.unlink(out.name)
-            raise RuntimeError(f"{source / stem} does not have the SHA-256 of Fashion-MNIST's {stem}; "
-                               "the Debian package files look corrupt")
-        os.replace(out.name, target)
+        out = tempfile.NamedTemporaryFile(dir=raw, prefix=f".{stem}.", delete=False)
+        try:  # the temporary file goes, whatever interrupts the copy; only a verified file is renamed
+            with out:
+                digest = hashlib.sha256()
+                with opener(gz if gz.exists() else plain, "rb") as src:
+                    while chunk := src.read(1 << 20):
+                        digest.update(chunk)
+                        out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            if digest.hexdigest() != expected:
+                raise RuntimeError(f"{source / stem} does not have the SHA-256 of Fashion-MNIST's {stem}; "
+                                   "the Debian package files look corrupt")
+            os.chmod(out.name, 0o644)  # temporary files are private; a data folder may be shared
+            os.replace(out.name, target)
+        except BaseException:
+            Path(out.name).unlink(missing_ok=True)
+            raise
 
 
 def _reachable(url: str, timeout: float = 5.0) -> bool:

@@ -6,7 +6,8 @@ bounds and certificates all live in pixel space), except where a paper's own mod
 
 - :func:`perceptron`: Rosenblatt's y = sigma(<x, w> + b); returns the single logit <x, w> + b.
 - :func:`mlp`: fully connected layers with a softmax classifier; Szegedy et al. 2013's FC10 (no
-  hidden layer), FC100-100-10 and FC200-200-10 are :func:`fc10`, :func:`fc100_100_10`, :func:`fc200_200_10`.
+  hidden layer), FC100-100-10 and FC200-200-10 (sigmoid networks) are :func:`fc10`,
+  :func:`fc100_100_10`, :func:`fc200_200_10`.
 - :class:`AE400`: Szegedy et al. 2013's AE400-10, a single-layer sigmoid autoencoder of 400 units with
   a softmax classifier on its code.
 - :func:`small_cnn`: two convolution + max-pooling stages and two dense layers (LeCun et al. 1998 style).
@@ -91,14 +92,16 @@ def fc10(dataset: str = "fashion-mnist") -> nn.Sequential:
     return mlp((), dataset)
 
 
-def fc100_100_10(dataset: str = "fashion-mnist") -> nn.Sequential:
-    """Szegedy et al. 2013's FC100-100-10: two hidden layers of 100 units and a softmax classifier."""
-    return mlp((100, 100), dataset)
+def fc100_100_10(dataset: str = "fashion-mnist", activation: str = "sigmoid") -> nn.Sequential:
+    """Szegedy et al. 2013's FC100-100-10 (their Table 1: a sigmoid network): two hidden layers of
+    100 units and a softmax classifier."""
+    return mlp((100, 100), dataset, activation)
 
 
-def fc200_200_10(dataset: str = "fashion-mnist") -> nn.Sequential:
-    """Szegedy et al. 2013's FC200-200-10: two hidden layers of 200 units and a softmax classifier."""
-    return mlp((200, 200), dataset)
+def fc200_200_10(dataset: str = "fashion-mnist", activation: str = "sigmoid") -> nn.Sequential:
+    """Szegedy et al. 2013's FC200-200-10 (their Table 1: a sigmoid network): two hidden layers of
+    200 units and a softmax classifier."""
+    return mlp((200, 200), dataset, activation)
 
 
 class AE400(nn.Module):

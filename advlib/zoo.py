@@ -24,7 +24,7 @@ from torch import nn
 
 from . import config, data, metrics, models, train
 
-ZOO_VERSION = 1  # bump when a change to the training code changes the weights a recipe gives
+ZOO_VERSION = 2  # bump when a change to the training code changes the weights a recipe gives
 
 
 @dataclass(frozen=True)
@@ -49,10 +49,10 @@ RECIPES: dict[str, Recipe] = {
                         description="Szegedy et al.'s FC10(1e-2): softmax on pixels, weight decay 1e-2"),
     "fc10-1": Recipe("fc10", weight_decay=1.0,
                      description="Szegedy et al.'s FC10(1): softmax on pixels, weight decay 1"),
-    "fc100-100-10": Recipe("fc100-100-10", weight_decay=1e-5,
-                           description="Szegedy et al.'s FC100-100-10 (weight decay 1e-5)"),
-    "fc200-200-10": Recipe("fc200-200-10", weight_decay=1e-5,
-                           description="Szegedy et al.'s FC200-200-10 (weight decay 1e-5)"),
+    "fc100-100-10": Recipe("fc100-100-10", weight_decay=1e-5, arch_kwargs={"activation": "sigmoid"},
+                           description="Szegedy et al.'s FC100-100-10: sigmoid network, weight decay 1e-5"),
+    "fc200-200-10": Recipe("fc200-200-10", weight_decay=1e-5, arch_kwargs={"activation": "sigmoid"},
+                           description="Szegedy et al.'s FC200-200-10: sigmoid network, weight decay 1e-5"),
     "ae400-10": Recipe("ae400-10", trainer="autoencoder", weight_decay=1e-6,
                        description="Szegedy et al.'s AE400-10: sparse sigmoid autoencoder, softmax on its code"),
     "small-cnn": Recipe("small-cnn", description="two conv + max-pool stages, dense 128, softmax"),
@@ -76,7 +76,8 @@ def recipe(name: str) -> Recipe:
 def configuration(name: str, profile: str | None = None) -> dict:
     """Everything that decides the weights of zoo model ``name`` in run profile ``profile``."""
     sizes = config.sizes(profile)
-    return {"name": name, "zoo_version": ZOO_VERSION, "recipe": asdict(recipe(name)),
+    spec = {k: v for k, v in asdict(recipe(name)).items() if k != "description"}  # words don't change weights
+    return {"name": name, "zoo_version": ZOO_VERSION, "recipe": spec,
             "profile": sizes.name, "train_size": sizes.train_size, "epochs": sizes.epochs,
             "batch_size": sizes.batch_size}
 
@@ -101,7 +102,7 @@ def get(name: str, profile: str | None = None, *, retrain: bool = False,
     """
     device = config.device() if device is None else device
     conf = configuration(name, profile)
-    model = models.build(conf["recipe"]["arch"], conf["recipe"]["dataset"], **conf["recipe"]["arch_kwargs"])
+    model = _build(conf)
     file = path(name, profile)
     checkpoint = None if retrain else _load(file, conf)
     if checkpoint is None:
@@ -117,6 +118,14 @@ def record(name: str, profile: str | None = None) -> dict:
     get(name, profile, device=torch.device("cpu"))
     checkpoint = _load(path(name, profile), configuration(name, profile))
     return {k: v for k, v in checkpoint.items() if k != "state_dict"}
+
+
+def _build(conf: dict) -> nn.Module:
+    """The recipe's model, initialised from the recipe's seed (the global RNG state is left as it was)."""
+    spec = conf["recipe"]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec["seed"])
+        return models.build(spec["arch"], spec["dataset"], **spec["arch_kwargs"])
 
 
 def _train(model: nn.Module, conf: dict, device: torch.device) -> dict:
@@ -170,6 +179,7 @@ def _save_atomic(checkpoint: dict, file: Path) -> None:
             torch.save(checkpoint, handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(handle.name, 0o644)  # temporary files are private; a cache may be shared
         os.replace(handle.name, file)
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)

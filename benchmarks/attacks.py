@@ -1,0 +1,351 @@
+"""Speed of advlib's attacks against their limit and against peer libraries (a script, not a test).
+
+    python benchmarks/attacks.py [--device cpu|cuda] [--only pgd cw] [--repeats 5]
+                                 [--out benchmarks/results/attacks-<host>.json]
+
+PGD (Madry et al. 2017): same model, same 256 Fashion-MNIST test images, same budget (Linf, eps 0.1,
+alpha 0.01, 20 steps, random start). Per model, the median over repeats of
+
+- the limit: one forward and backward pass of the model with respect to its input (the cross-entropy
+  summed over the batch), which every PGD step must do, at a point PGD visits (the images plus uniform
+  noise in the eps-ball, clipped to [0,1]). On a CPU a pass costs more there than at the clean images
+  (5-9% for the small CNN, measured; max pooling and ReLU branch on the values, and noisy images
+  likely make those branches unpredictable), so the clean-image pass (``limit_clean``) is recorded
+  too but is not the limit;
+- ours: ``advlib.attacks.pgd`` total time / steps (so its random start, best-iterate bookkeeping and
+  final evaluation pass are charged to the steps);
+- torchattacks: ``torchattacks.PGD(model, eps, alpha, steps, random_start=True)`` total time / steps;
+
+and the ratios ours/limit (goal <= 1.05) and ours/torchattacks (goal <= 1.0). All are timed in
+turn within each repeat (in a rotating order), so a change in the machine's load hits all of them
+alike; recorded beside the ratios of medians: the ratios of minimums, and the medians of the ratios
+within each repeat (paired, the steadiest under a varying load).
+
+Clocks: ``--clock wall`` (the default; the device is synchronised around each timing) measures what a
+user waits. On a shared CPU whose other tenants keep it busy, wall times mostly measure the others;
+there ``--threads 1 --clock cpu`` measures this process's CPU time instead (with one thread, every
+operation runs on it and no thread spins waiting for a busy core), which the other tenants barely move.
+
+CW-L2 (Carlini and Wagner 2017) with its binary search (``--only cw``): ours against Foolbox's
+``L2CarliniWagnerAttack`` at the same settings (5 binary-search steps of 100 Adam iterations, step 1e-2,
+first constant 1e-3, confidence 0, early abort) on the same model (FC100-100-10 trained 2 epochs on
+10,000 images) and images: the median time of a whole attack, the ratio ours/Foolbox (goal <= 1.0), the
+success rates, and the median L2 of the successful perturbations (goal: ours not larger), also over the
+examples both attacks break.
+
+Each benchmark is a function in :data:`BENCHMARKS` taking the run's settings and returning
+``{"rows": [...], ...}``.
+Results go to a JSON file that names the hardware, torch's version, the device and the date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import socket
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from advlib import data, models
+from advlib.attacks import pgd
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+# --- helpers ----------------------------------------------------------------------------------------
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+CLOCK = {"now": time.perf_counter}  # set by main()
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds ``fn()`` takes on the chosen clock, the device synchronised before and after."""
+    now = CLOCK["now"]
+    synchronize(device)
+    start = now()
+    fn()
+    synchronize(device)
+    return now() - start
+
+
+def test_images(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` Fashion-MNIST test images and labels, on ``device``."""
+    x, y = data.load("fashion-mnist", "test")
+    return x[:n].contiguous().to(device), y[:n].to(device)
+
+
+def seeded_model(build: Callable[[], torch.nn.Module], device: torch.device) -> torch.nn.Module:
+    """A freshly initialised (seeded) model in eval mode; timing needs no trained weights."""
+    torch.manual_seed(0)
+    return build().to(device).eval()
+
+
+def hardware(device: torch.device) -> dict:
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "processor": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+# --- PGD ----------------------------------------------------------------------------------------------
+
+PGD_MODELS = {"small-cnn": models.small_cnn, "wong-kolter": models.wong_kolter_cnn}
+PGD_BUDGET = {"eps": 0.1, "alpha": 0.01, "steps": 20}
+
+
+def bench_pgd(device: torch.device, repeats: int, batch: int) -> dict:
+    """Time per Linf PGD step: ours against one forward+backward (the limit) and against torchattacks."""
+    import torchattacks
+
+    x, y = test_images(batch, device)
+    rows = [{"model": name, "batch": batch, **PGD_BUDGET,
+             **time_pgd(seeded_model(build, device), x, y, device, repeats, torchattacks)}
+            for name, build in PGD_MODELS.items()]
+    return {"goal": {"ours_over_limit": 1.05, "ours_over_torchattacks": 1.0},
+            "peer": f"torchattacks {torchattacks.__version__}", "rows": rows}
+
+
+def time_pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, repeats: int,
+             torchattacks) -> dict:
+    """Medians (and minimums) over ``repeats`` of the limit's and both PGDs' time per step on one model."""
+    eps, alpha, steps = PGD_BUDGET["eps"], PGD_BUDGET["alpha"], PGD_BUDGET["steps"]
+    attack = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
+
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.rand(x.shape, generator=generator).mul_(2 * eps).sub_(eps).to(device)
+    x_visited = (x + noise).clamp_(0.0, 1.0)  # where a PGD step computes its gradient
+
+    def passes(images):  # as many passes as a PGD run makes, so the timings are of similar length
+        for _ in range(steps):
+            x_var = images.clone().requires_grad_(True)
+            torch.autograd.grad(F.cross_entropy(model(x_var), y, reduction="sum"), x_var)
+
+    runs = {"limit": lambda: passes(x_visited), "ours": lambda: pgd(model, x, y, eps, alpha, steps),
+            "torchattacks": lambda: attack(x, y), "limit_clean": lambda: passes(x)}
+    for fn in runs.values():  # warm up (allocator, kernels, lazy imports)
+        fn()
+    times: dict[str, list[float]] = {key: [] for key in runs}
+    order = list(runs)
+    for r in range(repeats):  # in turn, the order rotated each repeat, so drifts in load hit all alike
+        for key in order[r % len(order):] + order[:r % len(order)]:
+            times[key].append(timed(runs[key], device) / steps)
+    med = {key: statistics.median(v) for key, v in times.items()}
+    low = {key: min(v) for key, v in times.items()}
+    return {
+        "limit_ms": 1e3 * med["limit"], "ours_ms_per_step": 1e3 * med["ours"],
+        "torchattacks_ms_per_step": 1e3 * med["torchattacks"], "limit_clean_ms": 1e3 * med["limit_clean"],
+        "ours_over_limit": med["ours"] / med["limit"], "ours_over_limit_clean": med["ours"] / med["limit_clean"],
+        "ours_over_torchattacks": med["ours"] / med["torchattacks"],
+        "min_ms": {key: 1e3 * v for key, v in low.items()},
+        "ours_over_limit_of_minimums": low["ours"] / low["limit"],
+        "ours_over_torchattacks_of_minimums": low["ours"] / low["torchattacks"],
+        "ours_over_limit_paired": statistics.median(o / t for o, t in zip(times["ours"], times["limit"], strict=True)),
+        "ours_over_torchattacks_paired": statistics.median(
+            o / t for o, t in zip(times["ours"], times["torchattacks"], strict=True)),
+        "samples_ms": {key: [round(1e3 * t, 3) for t in v] for key, v in times.items()},
+    }
+
+
+def print_pgd(result: dict) -> None:
+    head = f"{'model':<12} {'limit ms':>9} {'ours ms/step':>13} {'torchattacks ms/step':>21} " \
+           f"{'ours/limit':>11} {'ours/torchattacks':>18}"
+    budget = ", ".join(f"{k} {v}" for k, v in PGD_BUDGET.items())
+    print(f"PGD Linf, {result['rows'][0]['batch']} images, {budget}, {result['peer']} "
+          f"(medians; goals: ours/limit <= 1.05, ours/torchattacks <= 1.0)")
+    print(head)
+    print("-" * len(head))
+    for r in result["rows"]:
+        print(f"{r['model']:<12} {r['limit_ms']:>9.2f} {r['ours_ms_per_step']:>13.2f} "
+              f"{r['torchattacks_ms_per_step']:>21.2f} {r['ours_over_limit']:>11.3f} "
+              f"{r['ours_over_torchattacks']:>18.3f}")
+    for r in result["rows"]:
+        print(f"{r['model']}: paired medians ours/limit {r['ours_over_limit_paired']:.3f}, ours/torchattacks "
+              f"{r['ours_over_torchattacks_paired']:.3f}; of minimums {r['ours_over_limit_of_minimums']:.3f}, "
+              f"{r['ours_over_torchattacks_of_minimums']:.3f}")
+
+
+# --- CW-L2 -------------------------------------------------------------------------------------------
+
+CW_SETTINGS = {"binary_steps": 5, "steps": 100, "lr": 1e-2, "c": 1e-3, "kappa": 0.0, "abort_early": True}
+CW_TRAINING = {"arch": "fc100-100-10", "train_size": 10_000, "epochs": 2, "seed": 0}
+
+
+def trained_mlp(device: torch.device) -> torch.nn.Module:
+    """Szegedy's FC100-100-10 trained briefly (seeded): CW's distances and success rates need a real
+    decision boundary, not a random one."""
+    from advlib import train
+
+    (x_train, y_train), _ = data.load_subsets("fashion-mnist", CW_TRAINING["train_size"], 1, seed=CW_TRAINING["seed"])
+    torch.manual_seed(CW_TRAINING["seed"])
+    model = models.build(CW_TRAINING["arch"])
+    train.fit(model, x_train, y_train, epochs=CW_TRAINING["epochs"], seed=CW_TRAINING["seed"], device=device)
+    return model.eval()
+
+
+def bench_cw(device: torch.device, repeats: int, batch: int) -> dict:
+    """CW-L2 with its binary search: ours against Foolbox's ``L2CarliniWagnerAttack`` at the same settings
+    (5 binary-search steps of 100 Adam iterations, step 1e-2, first c 1e-3, confidence 0, early abort)
+    on the same trained model and images. Times are of whole attacks (medians over repeats, the two
+    attacks timed in turn); distances are the L2 norms of the successful perturbations."""
+    import foolbox as fb
+
+    from advlib.attacks import cw_l2
+
+    model = trained_mlp(device)
+    x, y = test_images(batch, device)
+    s = CW_SETTINGS
+    fmodel = fb.PyTorchModel(model, bounds=(0, 1), device=device)
+    attack = fb.attacks.L2CarliniWagnerAttack(binary_search_steps=s["binary_steps"], steps=s["steps"],
+                                              stepsize=s["lr"], confidence=s["kappa"], initial_const=s["c"],
+                                              abort_early=s["abort_early"])
+    runs = {
+        "ours": lambda: cw_l2(model, x, y, kappa=s["kappa"], c=s["c"], binary_steps=s["binary_steps"],
+                              steps=s["steps"], lr=s["lr"], abort_early=s["abort_early"]),
+        "foolbox": lambda: attack(fmodel, x, fb.criteria.Misclassification(y), epsilons=None)[1],
+    }
+    outputs = {key: fn() for key, fn in runs.items()}  # warm-up runs; their results are the ones scored
+    times: dict[str, list[float]] = {key: [] for key in runs}
+    for _ in range(repeats):
+        for key, fn in runs.items():
+            times[key].append(timed(fn, device))
+    with torch.no_grad():
+        right = model(x).argmax(1) == y
+        fooled = {key: right & (model(out).argmax(1) != y) for key, out in outputs.items()}
+    l2 = {key: (out - x).flatten(1).norm(dim=1) for key, out in outputs.items()}
+    # Foolbox returns an all-black image where it found nothing; the model may well misclassify that, so
+    # those "successes" are counted apart (ours returns x itself there, which is never a success)
+    fallback = (outputs["foolbox"].flatten(1) == 0).all(1) & (x.flatten(1) != 0).any(1)
+    found = {"ours": fooled["ours"], "foolbox": fooled["foolbox"] & ~fallback}
+    both = fooled["ours"] & fooled["foolbox"]
+    med = {key: statistics.median(v) for key, v in times.items()}
+
+    def median(t: torch.Tensor) -> float | None:
+        return t.median().item() if len(t) else None
+
+    row = {
+        "model": CW_TRAINING["arch"], "batch": batch, "correct": int(right.sum()), **s,
+        "ours_s": med["ours"], "foolbox_s": med["foolbox"], "ours_over_foolbox": med["ours"] / med["foolbox"],
+        "ours_over_foolbox_of_minimums": min(times["ours"]) / min(times["foolbox"]),
+        "success_rate": {key: f.sum().item() / max(1, int(right.sum())) for key, f in fooled.items()},
+        "foolbox_black_fallbacks": int((right & fallback).sum()),
+        "success_rate_without_fallbacks": {key: f.sum().item() / max(1, int(right.sum())) for key, f in found.items()},
+        "median_l2": {key: median(l2[key][f]) for key, f in fooled.items()},
+        "median_l2_without_fallbacks": {key: median(l2[key][f]) for key, f in found.items()},
+        "median_l2_where_both_succeed": {key: median(l2[key][both]) for key in outputs},
+        "both_succeed": int(both.sum()),
+        "samples_s": {key: [round(t, 3) for t in v] for key, v in times.items()},
+    }
+    return {"goal": {"ours_over_foolbox": 1.0, "median_l2": "ours <= foolbox"},
+            "peer": f"foolbox {fb.__version__}", "training": CW_TRAINING, "rows": [row]}
+
+
+def print_cw(result: dict) -> None:
+    r = result["rows"][0]
+    print(f"CW-L2, {r['model']} trained {result['training']['epochs']} epochs, {r['batch']} images "
+          f"({r['correct']} classified right), binary steps {r['binary_steps']}, steps {r['steps']}, "
+          f"lr {r['lr']}, first c {r['c']}, {result['peer']} (medians; goals: time ratio <= 1.0, L2 not larger)")
+    head = f"{'':<8} {'time s':>8} {'success':>8} {'median L2':>10} {'success*':>9} {'median L2*':>11} " \
+           f"{'median L2 (both)':>17}"
+    print(head)
+    print("-" * len(head))
+    for key in ("ours", "foolbox"):
+        print(f"{key:<8} {r[key + '_s']:>8.2f} {r['success_rate'][key]:>8.3f} {r['median_l2'][key]:>10.4f} "
+              f"{r['success_rate_without_fallbacks'][key]:>9.3f} {r['median_l2_without_fallbacks'][key]:>11.4f} "
+              f"{r['median_l2_where_both_succeed'][key]:>17.4f}")
+    print(f"* without Foolbox's {r['foolbox_black_fallbacks']} all-black images returned where it found nothing; "
+          f"(both): over the {r['both_succeed']} examples both break")
+    print(f"ours/foolbox time: {r['ours_over_foolbox']:.3f} (of minimums {r['ours_over_foolbox_of_minimums']:.3f})")
+
+
+# name -> (benchmark function(device, repeats, batch) -> dict, printer of its result)
+BENCHMARKS: dict[str, tuple[Callable[[torch.device, int, int], dict], Callable[[dict], None]]] = {
+    "pgd": (bench_pgd, print_pgd),
+    "cw": (bench_cw, print_cw),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS), default=sorted(BENCHMARKS),
+                        help="the benchmarks to run (default: all)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats; medians are reported")
+    parser.add_argument("--batch", type=int, default=256, help="Fashion-MNIST test images per batch")
+    parser.add_argument("--threads", type=int, default=None, help="torch's CPU threads (default: torch's choice)")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="wall time, or this process's CPU time (CPU device, one thread only)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON file for the results (default: benchmarks/results/attacks-<host>.json)")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda, but torch sees no CUDA GPU")
+    if args.repeats < 1 or args.batch < 1:
+        parser.error("--repeats and --batch must be >= 1")
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error("--threads must be >= 1")
+        torch.set_num_threads(args.threads)
+    if args.clock == "cpu" and (args.device != "cpu" or torch.get_num_threads() != 1):
+        parser.error("--clock cpu measures CPU time: use it with --device cpu --threads 1")
+    CLOCK["now"] = CLOCKS[args.clock]
+    device = torch.device(args.device)
+    os.environ.setdefault("ADVLIB_PROGRESS", "0")
+
+    run_info = {"hardware": hardware(device), "clock": args.clock, "repeats": args.repeats,
+                "command": " ".join([Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)])}
+    results = {**run_info, "benchmarks": {}}
+    for name in args.only:
+        run, show = BENCHMARKS[name]
+        results["benchmarks"][name] = {**run(device, args.repeats, args.batch), "run": run_info}
+        show(results["benchmarks"][name])
+        print()
+    out = args.out or RESULTS / f"attacks-{socket.gethostname()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.is_file():  # keep the benchmarks not run this time (each entry records its own run)
+        try:
+            earlier = json.loads(out.read_text())
+            benchmarks = dict(earlier.get("benchmarks", {}))
+        except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+            earlier, benchmarks = {}, {}
+        for name, entry in benchmarks.items():
+            if name not in results["benchmarks"] and isinstance(entry, dict):
+                entry.setdefault("run", {key: earlier[key] for key in run_info if key in earlier})
+                results["benchmarks"][name] = entry
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    tmp.replace(out)
+    print(f"results written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

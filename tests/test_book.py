@@ -1,0 +1,78 @@
+"""The book's structure keeps the conventions of DESIGN.md: every chapter in the table of contents,
+committed without outputs, installing advlib on Colab from the repository the book links to,
+seeded, sized by the run profile, and checking its claims with asserts."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = sorted((ROOT / "chapters").glob("*.ipynb"))
+BIB = (ROOT / "book" / "references.bib").read_text()
+
+
+def _toc_files(node) -> list[str]:
+    files = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("file", "root"):
+                files.append(value)
+            else:
+                files.extend(_toc_files(value))
+    elif isinstance(node, list):
+        for item in node:
+            files.extend(_toc_files(item))
+    return files
+
+
+def _cells(path: Path, kind: str) -> list[str]:
+    notebook = json.loads(path.read_text())
+    return ["".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == kind]
+
+
+def test_there_are_chapters():
+    assert len(CHAPTERS) >= 4
+
+
+def test_every_chapter_and_page_is_in_the_toc():
+    toc = _toc_files(yaml.safe_load((ROOT / "_toc.yml").read_text()))
+    for chapter in CHAPTERS:
+        assert f"chapters/{chapter.stem}" in toc, f"{chapter.name} is missing from _toc.yml"
+    for entry in toc:
+        assert any((ROOT / f"{entry}{ext}").exists() for ext in (".md", ".ipynb")), f"_toc.yml names missing {entry}"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.name)
+def test_chapter_is_committed_without_outputs(chapter):
+    notebook = json.loads(chapter.read_text())
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [] and cell["execution_count"] is None, f"{chapter.name} carries outputs"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.name)
+def test_chapter_installs_advlib_on_colab_only_from_the_books_repository(chapter):
+    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    first = _cells(chapter, "code")[0]
+    assert 'if "google.colab" in sys.modules:' in first
+    assert f"git+{url}" in first, f"{chapter.name} installs advlib from elsewhere than {url}"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.name)
+def test_chapter_is_seeded_sized_by_the_profile_and_asserts_its_claims(chapter):
+    code = "\n".join(_cells(chapter, "code"))
+    assert "seed_everything(" in code
+    assert "sizes()" in code, f"{chapter.name} does not take its sizes from advlib.config.sizes()"
+    assert re.search(r"^\s*assert\b", code, re.MULTILINE), f"{chapter.name} asserts nothing"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.name)
+def test_chapter_title_and_citations(chapter):
+    markdown = _cells(chapter, "markdown")
+    assert markdown[0].startswith("# "), f"{chapter.name} does not open with its title"
+    for key in re.findall(r"\{cite(?::[a-z]+)?\}`([^`]+)`", "\n".join(markdown)):
+        for k in key.split(","):
+            assert f"{{{k.strip()}," in BIB, f"{chapter.name} cites {k!r}, absent from references.bib"

@@ -1,0 +1,196 @@
+"""advlib.train: the losses, the sign optimiser, seeded training, input checks, the autoencoder."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from advlib import config, models, train
+
+
+def fresh(arch="fc10", seed=0, **kwargs):
+    config.seed_everything(seed)
+    return models.build(arch, **kwargs)
+
+
+def params_equal(a, b) -> bool:
+    pa, pb = dict(a.named_parameters()), dict(b.named_parameters())
+    assert pa.keys() == pb.keys()
+    return all(torch.equal(pa[k], pb[k]) for k in pa)
+
+
+def test_fit_lowers_the_loss(small_train):
+    x, y = small_train
+    model = fresh()
+    before = train.classification_loss(model(x), y).item()
+    history = train.fit(model, x, y, epochs=3, batch_size=64, lr=1e-2)
+    assert len(history.epoch_losses) == 3
+    assert len(history.step_losses) == 3 * 16  # ceil(1000 / 64) steps per epoch
+    assert history.epoch_losses[0] > history.epoch_losses[-1]
+    with torch.no_grad():
+        after = train.classification_loss(model(x), y).item()
+    assert after < 0.8 * before
+    # the recorded epoch mean is the example-weighted mean of its steps
+    steps = history.step_losses[:16]
+    sizes = [64] * 15 + [1000 - 15 * 64]
+    assert history.epoch_losses[0] == pytest.approx(sum(s * n for s, n in zip(steps, sizes, strict=True)) / 1000)
+
+
+def test_fit_leaves_model_in_eval_mode(small_train):
+    x, y = small_train
+    model = models.mlp((16,))
+    model.train()
+    train.fit(model, x[:200], y[:200], epochs=1, batch_size=50)
+    assert not any(m.training for m in model.modules())
+    assert next(model.parameters()).device == config.device()
+
+
+def test_same_seed_same_weights_other_seed_other_weights(small_train):
+    x, y = small_train[0][:256], small_train[1][:256]
+    runs = {}
+    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
+        model = fresh("mlp", seed=0, hidden=(32,))  # same initial weights
+        train.fit(model, x, y, epochs=2, batch_size=64, lr=1e-2, seed=seed)
+        runs[name] = model
+    assert params_equal(runs["a"], runs["b"])
+    assert not params_equal(runs["a"], runs["c"])
+    assert not params_equal(runs["a"], fresh("mlp", seed=0, hidden=(32,)))  # and training did change them
+
+
+def test_sign_descent_moves_each_weight_by_lr():
+    model = fresh("mlp", hidden=(8,))
+    x = torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(16) % 10
+    # a ReLU unit that never fires gets zero gradient: make one so that case is exercised
+    with torch.no_grad():
+        model.linear1.bias[0] = -1e4
+    lr = 1e-2
+    opt = train.make_optimizer("sign", model.parameters(), lr=lr)
+    assert isinstance(opt, train.SignDescent)
+    before = {k: p.detach().clone() for k, p in model.named_parameters()}
+    loss = train.classification_loss(model(x), y)
+    opt.zero_grad()
+    loss.backward()
+    grads = {k: p.grad.clone() for k, p in model.named_parameters()}
+    opt.step()
+    zero_seen = False
+    for k, p in model.named_parameters():
+        g, moved = grads[k], p.detach() - before[k]
+        nonzero = g != 0
+        assert torch.equal(p.detach(), before[k] - lr * g.sign()), k
+        assert torch.allclose(moved[nonzero].abs(), torch.full_like(moved[nonzero], lr), atol=1e-6), k
+        assert torch.all(moved[nonzero] != 0), k
+        assert torch.all(torch.sign(moved[nonzero]) == -torch.sign(g[nonzero])), k
+        assert torch.all(moved[~nonzero] == 0), k
+        zero_seen |= bool((~nonzero).any())
+    assert zero_seen
+
+
+def test_sign_descent_rejects_bad_lr():
+    with pytest.raises(ValueError):
+        train.SignDescent(models.fc10().parameters(), lr=0)
+
+
+def test_make_optimizer_kinds():
+    params = list(models.fc10().parameters())
+    assert isinstance(train.make_optimizer("sgd", params, 0.1), torch.optim.SGD)
+    assert isinstance(train.make_optimizer("adam", params, 0.1), torch.optim.Adam)
+    with pytest.raises(ValueError, match="rmsprop"):
+        train.make_optimizer("rmsprop", params, 0.1)
+
+
+def test_classification_losses():
+    torch.manual_seed(0)
+    logits = torch.randn(6, 10)
+    y = torch.tensor([0, 3, 9, 1, 1, 5])
+    p = logits.softmax(dim=1)
+    expected_prob = -torch.stack([p[i, y[i]] for i in range(6)]).mean()
+    assert torch.allclose(train.classification_loss(logits, y, "prob"), expected_prob, atol=1e-7)
+    expected_ce = -torch.stack([p[i, y[i]].log() for i in range(6)]).mean()
+    assert torch.allclose(train.classification_loss(logits, y, "ce"), expected_ce, atol=1e-6)
+    with pytest.raises(ValueError, match="hinge"):
+        train.classification_loss(logits, y, "hinge")
+
+
+def test_perceptron_losses_are_logistic():
+    z = torch.tensor([[2.0], [-1.0], [0.5], [-3.0]])
+    y = torch.tensor([1, 0, 0, 1])
+    s = torch.sigmoid(z[:, 0])
+    bce = -(y * s.log() + (1 - y) * (1 - s).log()).mean()
+    assert torch.allclose(train.classification_loss(z, y, "ce"), bce, atol=1e-6)
+    assert torch.allclose(train.classification_loss(z, y, "ce"), F.binary_cross_entropy(s, y.float()), atol=1e-6)
+    p_y = torch.where(y == 1, s, 1 - s)
+    assert torch.allclose(train.classification_loss(z, y, "prob"), -p_y.mean(), atol=1e-7)
+
+
+def test_perceptron_trains_on_two_classes(small_train):
+    x, y = small_train
+    keep = (y == 1) | (y == 9)  # trousers against ankle boots
+    x, y = x[keep], (y[keep] == 9).long()
+    model = fresh("perceptron")
+    history = train.fit(model, x, y, epochs=3, batch_size=32, lr=1e-2)
+    assert history.epoch_losses[0] > history.epoch_losses[-1]
+    assert ((model(x)[:, 0] > 0).long() == y).float().mean() > 0.95
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5])
+def test_fit_rejects_images_outside_unit_interval(bad):
+    x = torch.rand(8, 1, 28, 28)
+    x[3, 0, 0, 0] = bad
+    y = torch.zeros(8, dtype=torch.long)
+    model = models.fc10()
+    before = [p.clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"\[0,1\]"):
+        train.fit(model, x, y)
+    with pytest.raises(ValueError, match=r"\[0,1\]"):
+        train.fit_autoencoder(models.AE400(), x)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_fit_rejects_mismatched_and_empty_batches():
+    x = torch.rand(8, 1, 28, 28)
+    with pytest.raises(ValueError, match="8"):
+        train.fit(models.fc10(), x, torch.zeros(7, dtype=torch.long))
+    with pytest.raises(ValueError):
+        train.fit(models.fc10(), x[:0], torch.zeros(0, dtype=torch.long))
+    with pytest.raises(ValueError):
+        train.fit(models.fc10(), x, torch.zeros(8, dtype=torch.long), batch_size=0)
+
+
+def test_fit_parameters_restricts_training(small_train):
+    x, y = small_train[0][:200], small_train[1][:200]
+    model = fresh("fc100-100-10")
+    frozen = model.linear1.weight.detach().clone()
+    train.fit(model, x, y, epochs=1, batch_size=50, parameters=model.logits.parameters())
+    assert torch.equal(model.linear1.weight, frozen)
+    assert not torch.equal(model.logits.weight, fresh("fc100-100-10").logits.weight)
+
+
+def reconstruction_error(model, x) -> float:
+    with torch.no_grad():
+        return 0.5 * (model.reconstruct(x) - x).pow(2).flatten(1).sum(dim=1).mean().item()
+
+
+def test_fit_autoencoder_lowers_reconstruction_loss(small_train):
+    x = small_train[0][:300]
+    model = fresh("ae400-10", code=64)
+    classifier = model.classifier.weight.detach().clone()
+    before = reconstruction_error(model, x)
+    history = train.fit_autoencoder(model, x, epochs=3, batch_size=50, lr=1e-2)
+    assert history.epoch_losses[0] > history.epoch_losses[-1]
+    assert reconstruction_error(model, x) < 0.5 * before
+    assert torch.equal(model.classifier.weight, classifier)  # pre-training leaves the classifier alone
+    assert not model.training
+
+
+def test_sparse_autoencoder_loss_formula():
+    model = fresh("ae400-10", code=3)
+    x = torch.rand(4, 1, 28, 28)
+    code = model.encoder(x)
+    recon = model.decoder(code)
+    rho, beta = 0.1, 0.5
+    rho_hat = code.mean(dim=0)
+    kl = (rho * (rho / rho_hat).log() + (1 - rho) * ((1 - rho) / (1 - rho_hat)).log()).sum()
+    expected = 0.5 * ((recon - x.flatten(1)) ** 2).sum(dim=1).mean() + beta * kl
+    assert torch.allclose(train.sparse_autoencoder_loss(model, x, rho, beta), expected, atol=1e-5)
