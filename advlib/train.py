@@ -19,6 +19,7 @@ from .utils import progress
 
 LOSSES = ("ce", "prob")
 OPTIMIZERS = ("sgd", "adam", "sign")
+SCHEDULES = ("constant", "linear")
 
 
 class SignDescent(torch.optim.Optimizer):
@@ -92,10 +93,18 @@ def _check_training_data(x: torch.Tensor, y: torch.Tensor) -> None:
 
 
 def _descend(model: nn.Module, n: int, batch_loss, opt: torch.optim.Optimizer, *, epochs: int,
-             batch_size: int, seed: int, device: torch.device, desc: str) -> History:
-    """The loop both trainers share: seeded batches of indices, loss, back-propagation, step."""
+             batch_size: int, seed: int, device: torch.device, desc: str, schedule: str = "constant") -> History:
+    """The loop both trainers share: seeded batches of indices, loss, back-propagation, step.
+
+    ``schedule="linear"`` decays every learning rate linearly to zero over the run (one step at a time).
+    """
     if epochs < 0 or batch_size < 1:
         raise ValueError(f"epochs must be >= 0 and batch_size >= 1, got {epochs} and {batch_size}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown learning-rate schedule {schedule!r}; expected one of {SCHEDULES}")
+    total_steps = epochs * -(-n // batch_size)
+    scheduler = (torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1 - step / total_steps)
+                 if schedule == "linear" else None)
     generator = torch.Generator().manual_seed(seed)
     history = History()
     model.train()
@@ -108,6 +117,8 @@ def _descend(model: nn.Module, n: int, batch_loss, opt: torch.optim.Optimizer, *
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if scheduler is not None:
+                scheduler.step()
             history.step_losses.append(loss.item())
             total += history.step_losses[-1] * len(index)
             bar.update()
@@ -121,13 +132,14 @@ def _descend(model: nn.Module, n: int, batch_loss, opt: torch.optim.Optimizer, *
 def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 1, batch_size: int = 128,
         lr: float = 1e-3, optimizer: str = "adam", weight_decay: float = 0.0, momentum: float = 0.0,
         loss: str = "ce", parameters=None, seed: int = 0, device: torch.device | None = None,
-        desc: str = "training") -> History:
+        desc: str = "training", schedule: str = "constant") -> History:
     """Train ``model`` on images ``x`` in [0,1] and labels ``y`` by mini-batch descent.
 
     Each step takes a batch B, computes L = mean_{(x,y) in B} loss(model(x), y) and back-propagates
     it; ``optimizer`` applies the update (``"sign"`` is the talk's W <- W - eps * sign(grad_W L)).
     ``weight_decay`` is the L2 penalty lambda/2 ||W||^2 (Szegedy et al.'s FC10(lambda)).
-    ``parameters`` restricts training to some parameters (the others stay fixed). The order of the
+    ``parameters`` restricts training to some parameters (the others stay fixed). ``schedule``:
+    ``"constant"`` learning rate, or ``"linear"`` decay to zero over the run. The order of the
     batches comes from ``seed`` alone, so a run repeats exactly. Leaves the model in eval mode on
     ``device`` (default: :func:`advlib.config.device`).
     """
@@ -139,7 +151,8 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 1, 
     opt = make_optimizer(optimizer, params, lr, weight_decay, momentum)
     x, y = x.to(device), y.to(device)
     return _descend(model, len(x), lambda index: classification_loss(model(x[index]), y[index], loss), opt,
-                    epochs=epochs, batch_size=batch_size, seed=seed, device=device, desc=desc)
+                    epochs=epochs, batch_size=batch_size, seed=seed, device=device, desc=desc,
+                    schedule=schedule)
 
 
 def sparse_autoencoder_loss(model: nn.Module, x: torch.Tensor, sparsity: float, beta: float) -> torch.Tensor:

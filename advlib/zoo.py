@@ -38,6 +38,7 @@ class Recipe:
     lr: float = 1e-3
     weight_decay: float = 0.0
     seed: int = 0
+    schedule: str = "constant"  # learning rate: "constant", or "linear" decay to zero
     arch_kwargs: dict = field(default_factory=dict)
     description: str = ""
 
@@ -55,7 +56,8 @@ RECIPES: dict[str, Recipe] = {
                            description="Szegedy et al.'s FC200-200-10: sigmoid network, weight decay 1e-5"),
     "ae400-10": Recipe("ae400-10", trainer="autoencoder", weight_decay=1e-6,
                        description="Szegedy et al.'s AE400-10: sparse sigmoid autoencoder, softmax on its code"),
-    "small-cnn": Recipe("small-cnn", description="two conv + max-pool stages, dense 128, softmax"),
+    "small-cnn": Recipe("small-cnn", schedule="linear",
+                        description="two conv + max-pool stages, dense 128, softmax; learning rate decayed to 0"),
     "wong-kolter": Recipe("wong-kolter",
                           description="Wong and Kolter's conv net, trained normally (not robustly)"),
 }
@@ -138,7 +140,8 @@ def _train(model: nn.Module, conf: dict, device: torch.device) -> dict:
     common = dict(epochs=conf["epochs"], batch_size=conf["batch_size"], seed=spec["seed"], device=device)
     if spec["trainer"] == "standard":
         history = train.fit(model, x, y, optimizer=spec["optimizer"], lr=spec["lr"],
-                            weight_decay=spec["weight_decay"], desc=conf["name"], **common)
+                            weight_decay=spec["weight_decay"], schedule=spec["schedule"],
+                            desc=conf["name"], **common)
     elif spec["trainer"] == "autoencoder":
         pre = train.fit_autoencoder(model, x, lr=spec["lr"], weight_decay=spec["weight_decay"],
                                     desc=f"{conf['name']} (autoencoder)", **common)
