@@ -1,6 +1,6 @@
 """Speed of advlib's attacks against their limit and against peer libraries (a script, not a test).
 
-    python benchmarks/attacks.py [--device cpu|cuda] [--only pgd cw] [--repeats 5]
+    python benchmarks/attacks.py [--device cpu|cuda] [--only pgd cw one_pixel] [--repeats 5]
                                  [--out benchmarks/results/attacks-<host>.json]
 
 PGD (Madry et al. 2017): same model, same 256 Fashion-MNIST test images, same budget (Linf, eps 0.1,
@@ -32,6 +32,12 @@ first constant 1e-3, confidence 0, early abort) on the same model (FC100-100-10 
 10,000 images) and images: the median time of a whole attack, the ratio ours/Foolbox (goal <= 1.0), the
 success rates, and the median L2 of the successful perturbations (goal: ours not larger), also over the
 examples both attacks break.
+
+One pixel (Su, Vargas and Sakurai 2019) (``--only one_pixel``): ours against torchattacks' ``OnePixel``
+(SciPy's differential evolution, one image at a time) with equal populations (144 members) and
+generations (40), for 1 and 3 pixels, on the CW section's trained FC100-100-10 and the first 50 test
+images (fewer with a smaller ``--batch``): the median time of a whole attack, the ratio ours/torchattacks
+(goal <= 0.5) and the images each fools among those classified right (goal: ours not fewer).
 
 Each benchmark is a function in :data:`BENCHMARKS` taking the run's settings and returning
 ``{"rows": [...], ...}``.
@@ -286,10 +292,88 @@ def print_cw(result: dict) -> None:
     print(f"ours/foolbox time: {r['ours_over_foolbox']:.3f} (of minimums {r['ours_over_foolbox_of_minimums']:.3f})")
 
 
+# --- one pixel ----------------------------------------------------------------------------------------
+
+ONE_PIXEL_SETTINGS = {"popsize": 144, "iters": 40, "images": 50}
+ONE_PIXEL_PIXELS = (1, 3)  # one row each
+
+
+def bench_one_pixel(device: torch.device, repeats: int, batch: int) -> dict:
+    """The one pixel attack: ours (batched DE/rand/1) against ``torchattacks.OnePixel`` (SciPy's
+    differential evolution, one image at a time) with equal populations and generations, for 1 and 3
+    pixels, on CW's trained FC100-100-10 and the first ``min(batch, 50)`` test images. Times are of whole
+    attacks (medians over repeats, the two attacks timed in turn, each seeded alike every run)."""
+    import torchattacks
+
+    model = trained_mlp(device)
+    n = min(batch, ONE_PIXEL_SETTINGS["images"])
+    x, y = test_images(n, device)
+    rows = [time_one_pixel(model, x, y, pixels, device, repeats, torchattacks) for pixels in ONE_PIXEL_PIXELS]
+    return {"goal": {"ours_over_torchattacks": 0.5, "success_rate": "ours >= torchattacks"},
+            "peer": f"torchattacks {torchattacks.__version__}", "training": CW_TRAINING, "rows": rows}
+
+
+def time_one_pixel(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, pixels: int, device: torch.device,
+                   repeats: int, torchattacks) -> dict:
+    import numpy as np
+
+    from advlib.attacks import one_pixel
+
+    popsize, iters = ONE_PIXEL_SETTINGS["popsize"], ONE_PIXEL_SETTINGS["iters"]
+    # torchattacks hands SciPy popsize // (pixels * (2 + C)) and SciPy multiplies it back by the number of
+    # parameters, pixels * (2 + C) = 3 or 9 here: 144 is a multiple of both, so 144 members there as here
+    attack = torchattacks.OnePixel(model, pixels=pixels, steps=iters, popsize=popsize, inf_batch=4096)
+
+    def theirs():
+        np.random.seed(0)  # SciPy's differential evolution draws from NumPy's global generator
+        return attack(x, y)
+
+    runs = {
+        "ours": lambda: one_pixel(model, x, y, pixels=pixels, popsize=popsize, iters=iters,
+                                  generator=torch.Generator().manual_seed(0)),
+        "torchattacks": theirs,
+    }
+    outputs = {key: fn() for key, fn in runs.items()}  # warm-up runs; their results are the ones scored
+    times: dict[str, list[float]] = {key: [] for key in runs}
+    for r in range(repeats):  # in turn, the order alternating each repeat
+        for key in list(runs)[::-1 if r % 2 else 1]:
+            times[key].append(timed(runs[key], device))
+    with torch.no_grad():
+        right = model(x).argmax(1) == y
+        fooled = {key: right & (model(out).argmax(1) != y) for key, out in outputs.items()}
+    med = {key: statistics.median(v) for key, v in times.items()}
+    return {
+        "model": CW_TRAINING["arch"], "batch": len(x), "correct": int(right.sum()), "pixels": pixels,
+        "popsize": popsize, "iters": iters,
+        "ours_s": med["ours"], "torchattacks_s": med["torchattacks"],
+        "ours_over_torchattacks": med["ours"] / med["torchattacks"],
+        "ours_over_torchattacks_of_minimums": min(times["ours"]) / min(times["torchattacks"]),
+        "success_rate": {key: f.sum().item() / max(1, int(right.sum())) for key, f in fooled.items()},
+        "fooled": {key: int(f.sum()) for key, f in fooled.items()},
+        "both_fool": int((fooled["ours"] & fooled["torchattacks"]).sum()),
+        "samples_s": {key: [round(t, 3) for t in v] for key, v in times.items()},
+    }
+
+
+def print_one_pixel(result: dict) -> None:
+    r0 = result["rows"][0]
+    print(f"One pixel, {r0['model']} trained {result['training']['epochs']} epochs, {r0['batch']} images "
+          f"({r0['correct']} classified right), population {r0['popsize']}, {r0['iters']} generations, "
+          f"{result['peer']} (medians; goals: time ratio <= 0.5, success not lower)")
+    head = f"{'pixels':>6} {'ours s':>8} {'torchattacks s':>15} {'ratio':>6} {'ours fooled':>12} " \
+           f"{'theirs fooled':>14} {'both':>5}"
+    print(head)
+    print("-" * len(head))
+    for r in result["rows"]:
+        print(f"{r['pixels']:>6} {r['ours_s']:>8.2f} {r['torchattacks_s']:>15.2f} {r['ours_over_torchattacks']:>6.3f} "
+              f"{r['fooled']['ours']:>12d} {r['fooled']['torchattacks']:>14d} {r['both_fool']:>5d}")
+
+
 # name -> (benchmark function(device, repeats, batch) -> dict, printer of its result)
 BENCHMARKS: dict[str, tuple[Callable[[torch.device, int, int], dict], Callable[[dict], None]]] = {
     "pgd": (bench_pgd, print_pgd),
     "cw": (bench_cw, print_cw),
+    "one_pixel": (bench_one_pixel, print_one_pixel),
 }
 
 
