@@ -10,6 +10,8 @@ The shared pieces (checks, losses, projections) are in :mod:`advlib.attacks.core
 from .cw import cw_l0, cw_l2, cw_linf
 from .fgsm import fgsm
 from .lbfgs import lbfgs
+from .one_pixel import one_pixel
+from .patch import apply_patch, patch, random_positions
 from .pgd import pgd
 
-__all__ = ["cw_l0", "cw_l2", "cw_linf", "fgsm", "lbfgs", "pgd"]
+__all__ = ["apply_patch", "cw_l0", "cw_l2", "cw_linf", "fgsm", "lbfgs", "one_pixel", "patch", "pgd", "random_positions"]
