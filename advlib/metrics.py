@@ -2,6 +2,8 @@
 
 - :func:`predict`, :func:`accuracy`: the clean classifier.
 - :func:`robust_accuracy`: accuracy on an attack's outputs (the complement of the adversarial error).
+- :func:`robustness_score`: the epsilon-robustness score as far as a suite of attacks can tell (an
+  upper bound: a point counts as robust until some attack breaks it).
 - :func:`perturbation_norms` (and :func:`l0_norm`, :func:`l2_norm`, :func:`linf_norm`): the sizes of
   perturbations in the three distances of Carlini and Wagner (2017, Sec. II.D).
 - :func:`attack_success_rate`: the fraction of attacks that reach their goal.
@@ -123,6 +125,70 @@ def robust_accuracy(model: nn.Module, attack: Attack, data, *, batch_size: int =
     if seen == 0:
         raise ValueError("no examples: the loader yielded no batch")
     return robust / seen
+
+
+class RobustnessScore(NamedTuple):
+    """The result of :func:`robustness_score`.
+
+    ``upper_bound``: the fraction of examples classified correctly with no attack of the suite finding
+    an adversarial example within the eps-ball; ``accuracy``: the clean accuracy (the score's own upper
+    bound); ``broken``: per attack, the fraction of examples it broke within the ball; ``robust``: per
+    example, whether it survived every attack (bool, on the CPU).
+    """
+
+    upper_bound: float
+    accuracy: float
+    broken: dict[str, float]
+    robust: torch.Tensor
+    eps: float
+    norm: str
+
+
+def robustness_score(model: nn.Module, attacks: Mapping[str, Attack], data, eps: float, *, norm: str = "linf",
+                     batch_size: int = 256, desc: str = "robustness score") -> RobustnessScore:
+    """The epsilon-robustness score of ``model``: the fraction of examples (x, y) on which the model is
+    right at every point of the ball {x' in [0,1]^n : ||x' - x|| <= eps} (``norm`` ``"linf"`` or ``"l2"``).
+
+    No attack can prove that a point is robust, only that it is not. So the score is estimated from above:
+    an example counts as robust when the model classifies it correctly and *no* attack of ``attacks``
+    (a mapping name -> ``attack(model, x, y)``) returns an image inside the ball that the model
+    misclassifies; outputs outside the ball do not count (so minimal-perturbation attacks such as
+    Carlini-Wagner's, whose output may lie farther than eps, can join the suite). The stronger the
+    suite, the tighter the bound (Carlini and Wagner 2017, Sec. VII: evaluate against the strongest
+    attacks); certified lower bounds come from :mod:`advlib.certify`. ``data`` is as for
+    :func:`robust_accuracy`.
+    """
+    if not attacks:
+        raise ValueError("attacks is empty: give at least one attack, e.g. {'PGD': partial(pgd, ...)}")
+    if not eps >= 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    norms = {"linf": linf_norm, "l2": l2_norm}
+    if norm not in norms:
+        raise ValueError(f"unknown norm {norm!r}; expected one of {tuple(norms)}")
+    batches, total = _batches(data, batch_size)
+    device = model_device(model)
+    correct, robust, broken = [], [], {name: 0 for name in attacks}
+    for x, y in progress(batches, total=total, desc=desc, unit="batch"):
+        if len(x) != len(y):
+            raise ValueError(f"a batch holds {len(x)} images but {len(y)} labels")
+        x, y = x.to(device), y.to(device)
+        clean = _correct(model, x, y)
+        survived = clean.clone()
+        for name, attack in attacks.items():
+            x_adv = _attacked(attack, model, x, y)
+            inside = (norms[norm](_perturbation(x, x_adv)) <= eps * (1 + 1e-5) + 1e-6).cpu()
+            fooled = clean & inside & ~_correct(model, x_adv, y)
+            broken[name] += int(fooled.sum())
+            survived &= ~fooled
+        correct.append(clean)
+        robust.append(survived)
+    if not correct:
+        raise ValueError("no examples: the loader yielded no batch")
+    correct, robust = torch.cat(correct), torch.cat(robust)
+    n = len(correct)
+    return RobustnessScore(upper_bound=int(robust.sum()) / n, accuracy=int(correct.sum()) / n,
+                           broken={name: count / n for name, count in broken.items()}, robust=robust,
+                           eps=eps, norm=norm)
 
 
 # --- perturbation sizes -------------------------------------------------------------------------

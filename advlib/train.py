@@ -19,7 +19,7 @@ from .utils import progress
 
 LOSSES = ("ce", "prob")
 OPTIMIZERS = ("sgd", "adam", "sign")
-SCHEDULES = ("constant", "linear")
+SCHEDULES = ("constant", "linear", "cyclic")
 
 
 class SignDescent(torch.optim.Optimizer):
@@ -92,19 +92,37 @@ def _check_training_data(x: torch.Tensor, y: torch.Tensor) -> None:
         raise ValueError(f"images must lie in [0,1], got values in [{x.min().item():.3g}, {x.max().item():.3g}]")
 
 
+def learning_rate_factor(schedule: str, step: int, total_steps: int) -> float:
+    """The factor on the learning rate at ``step`` of ``total_steps``: 1 (``"constant"``); decaying
+    linearly to 0 (``"linear"``); or Smith's one-cycle triangle that Wong, Rice and Kolter (2020, Sec. 5.1)
+    use for fast adversarial training, rising linearly from 0 to 1 over the first 2/5 of the run and
+    falling back to 0 at its end (``"cyclic"``)."""
+    if schedule == "constant":
+        return 1.0
+    if schedule == "linear":
+        return 1 - step / total_steps
+    if schedule == "cyclic":
+        peak = 0.4 * total_steps
+        return step / peak if step < peak else (total_steps - step) / (total_steps - peak)
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}; expected one of {SCHEDULES}")
+
+
 def _descend(model: nn.Module, n: int, batch_loss, opt: torch.optim.Optimizer, *, epochs: int,
-             batch_size: int, seed: int, device: torch.device, desc: str, schedule: str = "constant") -> History:
+             batch_size: int, seed: int, device: torch.device, desc: str, schedule: str = "constant",
+             epoch_end=None) -> History:
     """The loop both trainers share: seeded batches of indices, loss, back-propagation, step.
 
-    ``schedule="linear"`` decays every learning rate linearly to zero over the run (one step at a time).
+    ``schedule`` scales every learning rate by :func:`learning_rate_factor` (one step at a time).
+    ``epoch_end(epoch, model)``, if given, runs after each epoch (with the model in train mode); when it
+    returns ``False`` training stops there.
     """
     if epochs < 0 or batch_size < 1:
         raise ValueError(f"epochs must be >= 0 and batch_size >= 1, got {epochs} and {batch_size}")
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown learning-rate schedule {schedule!r}; expected one of {SCHEDULES}")
     total_steps = epochs * -(-n // batch_size)
-    scheduler = (torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1 - step / total_steps)
-                 if schedule == "linear" else None)
+    scheduler = (torch.optim.lr_scheduler.LambdaLR(opt, lambda step: learning_rate_factor(schedule, step, total_steps))
+                 if schedule != "constant" else None)
     generator = torch.Generator().manual_seed(seed)
     history = History()
     model.train()
@@ -124,6 +142,8 @@ def _descend(model: nn.Module, n: int, batch_loss, opt: torch.optim.Optimizer, *
             bar.update()
         history.epoch_losses.append(total / n)
         bar.set_postfix(epoch=epoch + 1, loss=f"{history.epoch_losses[-1]:.4f}")
+        if epoch_end is not None and epoch_end(epoch, model) is False:
+            break
     bar.close()
     model.eval()
     return history
@@ -132,16 +152,19 @@ def _descend(model: nn.Module, n: int, batch_loss, opt: torch.optim.Optimizer, *
 def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 1, batch_size: int = 128,
         lr: float = 1e-3, optimizer: str = "adam", weight_decay: float = 0.0, momentum: float = 0.0,
         loss: str = "ce", parameters=None, seed: int = 0, device: torch.device | None = None,
-        desc: str = "training", schedule: str = "constant") -> History:
+        desc: str = "training", schedule: str = "constant", perturb=None, epoch_end=None) -> History:
     """Train ``model`` on images ``x`` in [0,1] and labels ``y`` by mini-batch descent.
 
     Each step takes a batch B, computes L = mean_{(x,y) in B} loss(model(x), y) and back-propagates
     it; ``optimizer`` applies the update (``"sign"`` is the talk's W <- W - eps * sign(grad_W L)).
     ``weight_decay`` is the L2 penalty lambda/2 ||W||^2 (Szegedy et al.'s FC10(lambda)).
     ``parameters`` restricts training to some parameters (the others stay fixed). ``schedule``:
-    ``"constant"`` learning rate, or ``"linear"`` decay to zero over the run. The order of the
-    batches comes from ``seed`` alone, so a run repeats exactly. Leaves the model in eval mode on
-    ``device`` (default: :func:`advlib.config.device`).
+    ``"constant"`` learning rate, ``"linear"`` decay to zero over the run, or ``"cyclic"`` (see
+    :func:`learning_rate_factor`). ``perturb(model, x, y) -> x'``, if given, replaces each batch by
+    the images to train on (an attack, for adversarial training; noise, for noise augmentation):
+    the loss is taken at x'. ``epoch_end(epoch, model)`` runs after each epoch and stops training when
+    it returns ``False``. The order of the batches comes from ``seed`` alone, so a run repeats exactly.
+    Leaves the model in eval mode on ``device`` (default: :func:`advlib.config.device`).
     """
     _check_training_data(x, y)
     device = config.device() if device is None else device
@@ -150,9 +173,13 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 1, 
     params = list(model.parameters() if parameters is None else parameters)
     opt = make_optimizer(optimizer, params, lr, weight_decay, momentum)
     x, y = x.to(device), y.to(device)
-    return _descend(model, len(x), lambda index: classification_loss(model(x[index]), y[index], loss), opt,
-                    epochs=epochs, batch_size=batch_size, seed=seed, device=device, desc=desc,
-                    schedule=schedule)
+
+    def batch_loss(index: torch.Tensor) -> torch.Tensor:
+        inputs = x[index] if perturb is None else perturb(model, x[index], y[index]).detach()
+        return classification_loss(model(inputs), y[index], loss)
+
+    return _descend(model, len(x), batch_loss, opt, epochs=epochs, batch_size=batch_size, seed=seed,
+                    device=device, desc=desc, schedule=schedule, epoch_end=epoch_end)
 
 
 def sparse_autoencoder_loss(model: nn.Module, x: torch.Tensor, sparsity: float, beta: float) -> torch.Tensor:
@@ -185,5 +212,5 @@ def fit_autoencoder(model: nn.Module, x: torch.Tensor, *, epochs: int = 1, batch
                     epochs=epochs, batch_size=batch_size, seed=seed, device=device, desc=desc)
 
 
-__all__ = ["History", "SignDescent", "classification_loss", "fit", "fit_autoencoder", "make_optimizer",
-           "sparse_autoencoder_loss"]
+__all__ = ["History", "SignDescent", "classification_loss", "fit", "fit_autoencoder", "learning_rate_factor",
+           "make_optimizer", "sparse_autoencoder_loss"]

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import config, data, metrics, models, train
+from . import config, data, defenses, metrics, models, train
 
 ZOO_VERSION = 2  # bump when a change to the training code changes the weights a recipe gives
 
@@ -33,13 +33,15 @@ class Recipe:
 
     arch: str
     dataset: str = "fashion-mnist"
-    trainer: str = "standard"  # "standard": train.fit; "autoencoder": pre-train, then the classifier
+    trainer: str = "standard"  # "standard": train.fit; "autoencoder": pre-train, then the classifier;
+    # "madry" / "fast": defenses.madry_training / defenses.fast_adversarial_training with train_kwargs
     optimizer: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
     seed: int = 0
     schedule: str = "constant"  # learning rate: "constant", or "linear" decay to zero
     arch_kwargs: dict = field(default_factory=dict)
+    train_kwargs: dict = field(default_factory=dict)  # the trainer's own settings (eps, steps, ...)
     description: str = ""
 
 
@@ -60,6 +62,16 @@ RECIPES: dict[str, Recipe] = {
                         description="two conv + max-pool stages, dense 128, softmax; learning rate decayed to 0"),
     "wong-kolter": Recipe("wong-kolter",
                           description="Wong and Kolter's conv net, trained normally (not robustly)"),
+    "wong-kolter-madry": Recipe("wong-kolter", trainer="madry",
+                                train_kwargs={"eps": 0.1, "alpha": 0.025, "steps": 7},
+                                description="Wong and Kolter's conv net, Madry adversarial training at eps 0.1 "
+                                            "(PGD, 7 steps of eps/4 from a random start: the paper's CIFAR-10 "
+                                            "recipe scaled to eps)"),
+    "wong-kolter-fast": Recipe("wong-kolter", trainer="fast", lr=5e-3, schedule="cyclic",
+                               train_kwargs={"eps": 0.1},
+                               description="Wong and Kolter's conv net, fast adversarial training at eps 0.1 "
+                                           "(FGSM from a random start, step 1.25 eps, cyclic learning rate, "
+                                           "early stop against catastrophic overfitting)"),
 }
 
 
@@ -79,6 +91,8 @@ def configuration(name: str, profile: str | None = None) -> dict:
     """Everything that decides the weights of zoo model ``name`` in run profile ``profile``."""
     sizes = config.sizes(profile)
     spec = {k: v for k, v in asdict(recipe(name)).items() if k != "description"}  # words don't change weights
+    if not spec["train_kwargs"]:  # left out when empty, so the recipes before the field keep their keys
+        del spec["train_kwargs"]
     return {"name": name, "zoo_version": ZOO_VERSION, "recipe": spec,
             "profile": sizes.name, "train_size": sizes.train_size, "epochs": sizes.epochs,
             "batch_size": sizes.batch_size}
@@ -149,12 +163,19 @@ def _train(model: nn.Module, conf: dict, device: torch.device) -> dict:
                             weight_decay=spec["weight_decay"], parameters=model.classifier.parameters(),
                             desc=f"{conf['name']} (classifier)", **common)
         history.epoch_losses = pre.epoch_losses + history.epoch_losses
+    elif spec["trainer"] in ("madry", "fast"):
+        trainer = defenses.madry_training if spec["trainer"] == "madry" else defenses.fast_adversarial_training
+        history = trainer(model, x, y, optimizer=spec["optimizer"], lr=spec["lr"], schedule=spec["schedule"],
+                          desc=conf["name"], **spec["train_kwargs"], **common)
     else:
         raise ValueError(f"unknown trainer {spec['trainer']!r} in the recipe of {conf['name']!r}")
     seconds = time.perf_counter() - start
     return {"config": conf, "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "epoch_losses": history.epoch_losses, "train_seconds": seconds,
-            "test_accuracy": metrics.accuracy(model, xt, yt), "device": str(device)}
+            "test_accuracy": metrics.accuracy(model, xt, yt), "device": str(device),
+            # fast adversarial training's guard: PGD accuracy after each epoch, and the epoch it stopped at
+            "guard_accuracy": getattr(history, "guard_accuracy", None),
+            "stopped_at": getattr(history, "stopped_at", None)}
 
 
 def _load(file: Path, conf: dict) -> dict | None:

@@ -192,6 +192,7 @@ BAD = {
     "unknown norm": ({"norm": "l1"}, "norm"),
     "unknown loss": ({"loss": "hinge"}, "loss"),
     "cuda generator": ({"generator": "cuda"}, "generator"),
+    "unknown keep": ({"keep": "first"}, "keep"),
 }
 
 
@@ -285,6 +286,22 @@ def test_pgd_keeps_the_best_iterate_of_madry_trajectory(trained):
     # on the same trajectory, the best iterate is often the last one: most examples agree exactly
     same = (ours - reference).flatten(1).abs().amax(1) < 1e-6
     assert same.float().mean() > 0.5
+
+
+def test_keep_last_is_madry_last_iterate(trained):
+    """``keep="last"`` (adversarial training's inner maximisation) returns the last iterate exactly."""
+    model, x, y = trained
+    eps, alpha, steps = 0.08, 0.02, 10
+    reference = plain_pgd_last_iterate(model, x, y, eps, alpha, steps)
+    ours = pgd(model, x, y, eps, alpha, steps, random_start=False, keep="last")
+    assert torch.allclose(ours, reference, atol=1e-6)
+    assert not ours.requires_grad
+    # with a random start: in the ball and the box, and the same start as keep="best" under one seed
+    last = pgd(model, x, y, eps, alpha, 1, keep="last", generator=seeded(3))
+    assert (last - x).abs().max() <= eps + 1e-6 and last.min() >= 0 and last.max() <= 1
+    start = pgd(model, x, y, eps, alpha, 0, keep="last", generator=seeded(3))
+    first_step = start + alpha * core.input_gradient(model, start, y)[0].sign()
+    assert torch.allclose(last, core.project_linf(first_step, x, eps), atol=1e-6)
 
 
 def test_pgd_at_least_as_strong_as_fgsm(trained):

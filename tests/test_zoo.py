@@ -250,7 +250,9 @@ def test_every_recipe_is_buildable():
     for name in zoo.names():
         spec = zoo.recipe(name)
         assert spec.arch in models.ARCHITECTURES, name
-        assert spec.trainer in ("standard", "autoencoder"), name
+        assert spec.trainer in ("standard", "autoencoder", "madry", "fast"), name
+        assert spec.schedule in train.SCHEDULES, name
+        assert bool(spec.train_kwargs) == (spec.trainer in ("madry", "fast")), name
         assert spec.optimizer in train.OPTIMIZERS, name
         assert spec.description, name
         models.build(spec.arch, spec.dataset, **spec.arch_kwargs)

@@ -34,7 +34,7 @@ __all__ = ["pgd"]
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int,
         norm: str = "linf", random_start: bool = True, restarts: int = 1, targeted: bool = False,
-        loss: str = "ce", generator: torch.Generator | None = None) -> torch.Tensor:
+        loss: str = "ce", generator: torch.Generator | None = None, keep: str = "best") -> torch.Tensor:
     """Projected gradient ascent of Madry et al. 2017 (Sec. 2.1, on the inner maximisation of Eq. (2.1)).
 
     Approximates max_{||delta|| <= eps, x + delta in [0,1]} L(x + delta, y) by ``steps`` iterations of
@@ -61,7 +61,9 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: f
     wins. Each example keeps its own best (never the batch's best restart). With ``restarts=1`` and a
     loss that only grows, this is Madry et al.'s last iterate. The tracking is free: the loss of x^t
     comes out of the forward pass that computes its gradient, and only the last iterate of each run
-    costs one extra forward pass.
+    costs one extra forward pass. ``keep="last"`` returns Madry et al.'s last iterate x^steps instead
+    (of the last restart), without that pass: the inner maximisation of adversarial training, where
+    every forward pass counts (:mod:`advlib.defenses`).
 
     Runs the model in eval mode on its own device and restores its mode; returns a detached tensor on
     ``x``'s device in [0,1] and in the eps-ball; never modifies ``x`` or ``y``. ``eps = 0`` returns
@@ -71,6 +73,8 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: f
     core.check_attack_inputs(model, x, y, eps=eps, norm=norm, loss=loss, alpha=alpha, steps=steps)
     if int(steps) != steps:
         raise ValueError(f"steps must be a whole number, got {steps}")
+    if keep not in ("best", "last"):
+        raise ValueError(f"keep must be 'best' or 'last', got {keep!r}")
     if int(restarts) != restarts or restarts < 1:
         raise ValueError(f"restarts must be a whole number >= 1, got {restarts}")
     if generator is not None and (not isinstance(generator, torch.Generator) or generator.device.type != "cpu"):
@@ -103,6 +107,8 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: f
                 x_adv = (x0 + noise[:, restart].to(device, non_blocking=True)).clamp_(0.0, 1.0)
             for t in range(steps + 1):
                 last = t == steps
+                if last and keep == "last":
+                    break
                 if last:  # the final iterate needs its loss only
                     with torch.no_grad():
                         logits = model(x_adv)
@@ -114,13 +120,14 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: f
                     (grad,) = torch.autograd.grad(per_example.sum(), x_adv)
                     x_adv = x_adv.detach()
                 with torch.no_grad():
-                    # keep x^t where it beats the example's best so far: success first, then the loss
-                    per_example = per_example.detach()
-                    success = (logits.argmax(1) == y) if targeted else (logits.argmax(1) != y)
-                    better = (success & ~best_success) | ((success == best_success) & (per_example > best_loss))
-                    best = torch.where(better.view(view), x_adv, best)
-                    best_loss = torch.where(better, per_example, best_loss)
-                    best_success |= success
+                    if keep == "best":
+                        # keep x^t where it beats the example's best so far: success first, then the loss
+                        per_example = per_example.detach()
+                        success = (logits.argmax(1) == y) if targeted else (logits.argmax(1) != y)
+                        better = (success & ~best_success) | ((success == best_success) & (per_example > best_loss))
+                        best = torch.where(better.view(view), x_adv, best)
+                        best_loss = torch.where(better, per_example, best_loss)
+                        best_success |= success
                     if last:
                         break
                     if norm == "linf":  # x^{t+1} = Pi(x^t + alpha sign(grad)), in place
@@ -128,7 +135,9 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: f
                     else:  # x^{t+1} = Pi(x^t + alpha grad / ||grad||_2)
                         scale = alpha / grad.flatten(1).norm(dim=1).clamp_min(1e-12)
                         x_adv = core.project_l2(x_adv.addcmul_(grad, scale.view(view)), x0, eps)
-    return best.to(x.device)
+    if keep == "last":
+        best = x_adv
+    return best.detach().to(x.device)
 
 
 def _random_starts(x: torch.Tensor, eps: float, norm: str, restarts: int,

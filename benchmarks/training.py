@@ -1,0 +1,97 @@
+"""Cost of an adversarial training epoch against a standard one (a script, not a test).
+
+    python benchmarks/training.py [--device cpu|cuda] [--repeats 5] [--images 4096] [--threads N]
+                                  [--clock wall|cpu] [--out benchmarks/results/training-<host>.json]
+
+Per model (the Wong-Kolter net and the small CNN, freshly initialised and seeded), the median over repeats
+of the time of one epoch over the same Fashion-MNIST training images (batches of 128) of
+
+- standard training (``advlib.train.fit``): a forward and a backward pass per batch;
+- Madry et al.'s adversarial training (``advlib.defenses.madry_training``, PGD with 7 steps): 7 forward
+  and backward passes to the input, then the training step; the limit is steps + 1 = 8 standard epochs;
+- fast adversarial training (``advlib.defenses.fast_adversarial_training``, one FGSM step from a random
+  start, guard off: its check runs once per epoch and is charged to no step): limit 2 standard epochs.
+
+A PGD step back-propagates to the input only (no weight gradients), so the ratios can come in under the
+limits. The three are timed in turn within each repeat (rotating the order), so a change in the machine's
+load hits all of them alike. Results go to a JSON file naming the hardware (``attacks.hardware``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import attacks as bench  # noqa: E402  (the shared timing helpers of benchmarks/attacks.py)
+
+from advlib import data, defenses, models, train  # noqa: E402
+
+STEPS, EPS = 7, 0.1
+
+
+def bench_training(device: torch.device, repeats: int, images: int) -> dict:
+    x, y = data.load("fashion-mnist", "train")
+    x, y = x[:images].contiguous(), y[:images]
+    return {"rows": [time_epochs(arch, x, y, device, repeats) for arch in ("wong-kolter", "small-cnn")]}
+
+
+def time_epochs(arch: str, x: torch.Tensor, y: torch.Tensor, device: torch.device, repeats: int) -> dict:
+    def fresh():
+        torch.manual_seed(0)
+        return models.build(arch).to(device)
+
+    common = dict(epochs=1, batch_size=128, seed=0, device=device, desc=arch)
+    runs = {
+        "standard": lambda: train.fit(fresh(), x, y, **common),
+        "madry": lambda: defenses.madry_training(fresh(), x, y, eps=EPS, alpha=EPS / 4, steps=STEPS, **common),
+        "fast": lambda: defenses.fast_adversarial_training(fresh(), x, y, eps=EPS, guard=False, **common),
+    }
+    for run in runs.values():  # warm-up
+        run()
+    times: dict[str, list[float]] = {key: [] for key in runs}
+    order = list(runs)
+    for r in range(repeats):
+        for key in order[r % 3:] + order[:r % 3]:
+            times[key].append(bench.timed(runs[key], device))
+    median = {key: statistics.median(values) for key, values in times.items()}
+    return {"model": arch, "images": len(x), "seconds": times, "median": median,
+            "madry_over_standard": median["madry"] / median["standard"], "madry_limit": STEPS + 1,
+            "fast_over_standard": median["fast"] / median["standard"], "fast_limit": 2}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--images", type=int, default=4096)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--clock", choices=sorted(bench.CLOCKS), default="wall")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    bench.CLOCK["now"] = bench.CLOCKS[args.clock]
+    device = torch.device(args.device)
+    result = {"hardware": bench.hardware(device), "clock": args.clock, "repeats": args.repeats,
+              "training": bench_training(device, args.repeats, args.images)}
+    for row in result["training"]["rows"]:
+        m = row["median"]
+        print(f"{row['model']:>12}: standard {m['standard']:.2f} s, Madry (PGD-{STEPS}) {m['madry']:.2f} s "
+              f"= {row['madry_over_standard']:.2f}x (limit {STEPS + 1}), fast {m['fast']:.2f} s "
+              f"= {row['fast_over_standard']:.2f}x (limit 2)")
+    out = args.out or bench.RESULTS / f"training-{socket.gethostname()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"results written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
