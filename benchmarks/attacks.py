@@ -14,6 +14,8 @@ alpha 0.01, 20 steps, random start). Per model, the median over repeats of
   too but is not the limit;
 - ours: ``advlib.attacks.pgd`` total time / steps (so its random start, best-iterate bookkeeping and
   final evaluation pass are charged to the steps);
+- ours with ``keep="last"``: the last iterate, as torchattacks returns it (no best-iterate bookkeeping and
+  no final evaluation pass), the like-for-like comparison with torchattacks;
 - torchattacks: ``torchattacks.PGD(model, eps, alpha, steps, random_start=True)`` total time / steps;
 
 and the ratios ours/limit (goal <= 1.05) and ours/torchattacks (goal <= 1.0). All are timed in
@@ -156,6 +158,7 @@ def time_pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: t
             torch.autograd.grad(F.cross_entropy(model(x_var), y, reduction="sum"), x_var)
 
     runs = {"limit": lambda: passes(x_visited), "ours": lambda: pgd(model, x, y, eps, alpha, steps),
+            "ours_last": lambda: pgd(model, x, y, eps, alpha, steps, keep="last"),
             "torchattacks": lambda: attack(x, y), "limit_clean": lambda: passes(x)}
     for fn in runs.values():  # warm up (allocator, kernels, lazy imports)
         fn()
@@ -171,6 +174,9 @@ def time_pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: t
         "torchattacks_ms_per_step": 1e3 * med["torchattacks"], "limit_clean_ms": 1e3 * med["limit_clean"],
         "ours_over_limit": med["ours"] / med["limit"], "ours_over_limit_clean": med["ours"] / med["limit_clean"],
         "ours_over_torchattacks": med["ours"] / med["torchattacks"],
+        # keep="last" returns the last iterate as torchattacks does: no best-iterate bookkeeping, no final pass
+        "ours_last_ms_per_step": 1e3 * med["ours_last"], "ours_last_over_limit": med["ours_last"] / med["limit"],
+        "ours_last_over_torchattacks": med["ours_last"] / med["torchattacks"],
         "min_ms": {key: 1e3 * v for key, v in low.items()},
         "ours_over_limit_of_minimums": low["ours"] / low["limit"],
         "ours_over_torchattacks_of_minimums": low["ours"] / low["torchattacks"],
@@ -194,6 +200,8 @@ def print_pgd(result: dict) -> None:
               f"{r['torchattacks_ms_per_step']:>21.2f} {r['ours_over_limit']:>11.3f} "
               f"{r['ours_over_torchattacks']:>18.3f}")
     for r in result["rows"]:
+        print(f"{r['model']}: keep='last' (torchattacks' output) {r['ours_last_ms_per_step']:.2f} ms/step, "
+              f"/limit {r['ours_last_over_limit']:.3f}, /torchattacks {r['ours_last_over_torchattacks']:.3f}")
         print(f"{r['model']}: paired medians ours/limit {r['ours_over_limit_paired']:.3f}, ours/torchattacks "
               f"{r['ours_over_torchattacks_paired']:.3f}; of minimums {r['ours_over_limit_of_minimums']:.3f}, "
               f"{r['ours_over_torchattacks_of_minimums']:.3f}")
