@@ -7,6 +7,7 @@ datasets, files in torchvision's layout) do so under pytest's temporary folders 
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import matplotlib
@@ -15,7 +16,7 @@ import torch
 
 matplotlib.use("Agg")
 
-from advlib import config, data  # noqa: E402  (after choosing the backend)
+from advlib import config, data, models, train  # noqa: E402  (after choosing the backend)
 
 FASHION_STEMS = tuple(data.FASHION_MNIST_SHA256)
 
@@ -66,3 +67,40 @@ def small_train(fashion_train) -> tuple[torch.Tensor, torch.Tensor]:
     """A seeded subset of 1,000 training images (a copy)."""
     x, y = data.subset(*fashion_train, 1000, seed=0)
     return x.clone(), y.clone()
+
+
+@pytest.fixture(scope="session")
+def small_mlp(fashion_root):
+    """``small_mlp(epochs) -> (model, x_test, y_test)``: an MLP with one hidden layer of 64 units trained for
+    ``epochs`` epochs on 3,000 Fashion-MNIST training images (seed 0, CPU), in eval mode with no gradients
+    left, and 500 test images of the same split. Each epoch count is trained once per session; every call
+    returns a fresh copy of the model and of the images, so a test module may change them freely.
+
+    Training runs on one torch thread: the model is tiny, and on a shared 2-core machine a second thread
+    spinning for its turn slows each small operation down several times."""
+    trained: dict[int, tuple] = {}
+
+    def make(epochs: int):
+        if epochs not in trained:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            torch.manual_seed(0)
+            (x_train, y_train), (x_test, y_test) = data.load_subsets("fashion-mnist", 3000, 500, seed=0)
+            model = models.mlp((64,))
+            train.fit(model, x_train, y_train, epochs=epochs, seed=0, device=torch.device("cpu"))
+            model.eval().zero_grad(set_to_none=True)
+            trained[epochs] = (model, x_test, y_test)
+            torch.set_num_threads(threads)
+        model, x_test, y_test = trained[epochs]
+        return copy.deepcopy(model), x_test.clone(), y_test.clone()
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for the module (small models on a shared 2-core machine); restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

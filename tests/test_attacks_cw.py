@@ -16,7 +16,6 @@ import pytest
 import torch
 from torch import nn
 
-from advlib import data, models, train
 from advlib.attacks import core, cw, cw_l0, cw_l2, cw_linf
 
 N = 16  # examples attacked in the quality tests (correctly classified test images)
@@ -36,23 +35,13 @@ ATTACKS = {
 
 
 @pytest.fixture(scope="module")
-def trained(fashion_root):
-    """An MLP with one hidden layer of 64 units trained 1 epoch on 3,000 Fashion-MNIST images, and N test
-    images it classifies correctly (copies) with their labels. One torch thread: the model is tiny, and on
-    a shared 2-core machine a second thread slows each small operation down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    (x_train, y_train), (x_test, y_test) = data.load_subsets("fashion-mnist", 3000, 500, seed=0)
-    model = models.mlp((64,))
-    train.fit(model, x_train, y_train, epochs=1, seed=0, device=torch.device("cpu"))
-    model.eval().zero_grad(set_to_none=True)
+def trained(small_mlp, one_thread):
+    """The shared small MLP trained for 1 epoch (conftest), and N test images it classifies correctly."""
+    model, x_test, y_test = small_mlp(1)
     with torch.no_grad():
         right = model(x_test).argmax(1) == y_test
     assert right.float().mean() > 0.65  # the model learned something
-    x, y = x_test[right][:N].clone(), y_test[right][:N].clone()
-    yield model, x, y
-    torch.set_num_threads(threads)
+    return model, x_test[right][:N], y_test[right][:N]
 
 
 @pytest.fixture(scope="module")

@@ -13,30 +13,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from advlib import data, models, train
 from advlib.attacks import core, fgsm, pgd
 
 N_ATTACK = 200  # examples in the strength comparisons
 
 
 @pytest.fixture(scope="module")
-def trained(fashion_root):
-    """An MLP with one hidden layer of 64 units, trained for 3 epochs on 3,000 Fashion-MNIST images,
-    and 200 test images (copies) with their labels.
-
-    torch runs on one thread in this module: the model is tiny, and on a shared 2-core machine a second
-    thread spinning for its turn slows each small operation down several times."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    (x_train, y_train), (x_test, y_test) = data.load_subsets("fashion-mnist", 3000, 500, seed=0)
-    model = models.mlp((64,))
-    train.fit(model, x_train, y_train, epochs=3, seed=0, device=torch.device("cpu"))
-    model.eval().zero_grad(set_to_none=True)  # training leaves gradients; the attacks must add none
-    x, y = x_test[:N_ATTACK].clone(), y_test[:N_ATTACK].clone()
+def trained(small_mlp, one_thread):
+    """The shared small MLP trained for 3 epochs (conftest), and 200 test images with their labels."""
+    model, x_test, y_test = small_mlp(3)
+    x, y = x_test[:N_ATTACK], y_test[:N_ATTACK]
     assert accuracy(model, x, y) > 0.7  # the model learned something, so attacks have work to do
-    yield model, x, y
-    torch.set_num_threads(threads)
+    return model, x, y
 
 
 def accuracy(model, x, y) -> float:

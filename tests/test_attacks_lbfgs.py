@@ -15,7 +15,7 @@ import pytest
 import scipy.optimize
 import torch
 
-from advlib import data, models, train
+from advlib import models
 from advlib.attacks import lbfgs
 from advlib.attacks.lbfgs import minimize_box_lbfgs
 
@@ -137,25 +137,15 @@ def test_optimiser_rejects_bad_arguments():
 # --- the attack ---------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def trained(fashion_root):
-    """An MLP with one hidden layer of 64 units, trained for 1 epoch on 3,000 Fashion-MNIST images,
-    50 test images (copies), their labels, and random target labels other than the true ones.
-
-    torch runs on one thread in this module: the model is tiny, and on a shared 2-core machine a second
-    thread spinning for its turn slows each small operation down several times."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    (x_train, y_train), (x_test, y_test) = data.load_subsets("fashion-mnist", 3000, 500, seed=0)
-    model = models.mlp((64,))
-    train.fit(model, x_train, y_train, epochs=1, seed=0, device=torch.device("cpu"))
-    model.eval().zero_grad(set_to_none=True)
-    x, y = x_test[:N_ATTACK].clone(), y_test[:N_ATTACK].clone()
+def trained(small_mlp, one_thread):
+    """The shared small MLP trained for 1 epoch (conftest), 50 test images, their labels, and random
+    target labels other than the true ones."""
+    model, x_test, y_test = small_mlp(1)
+    x, y = x_test[:N_ATTACK], y_test[:N_ATTACK]
     with torch.no_grad():
         assert (model(x).argmax(1) == y).float().mean() > 0.6
     target = (y + torch.randint(1, 10, y.shape, generator=torch.Generator().manual_seed(0))) % 10
-    yield model, x, y, target
-    torch.set_num_threads(threads)
+    return model, x, y, target
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ import pytest
 import torch
 from torch import nn
 
-from advlib import data, models, train
 from advlib.attacks import one_pixel
 from advlib.attacks.one_pixel import _distinct_indices, _uniforms
 
@@ -24,21 +23,12 @@ N_IMAGES = 60
 
 
 @pytest.fixture(scope="module")
-def trained(fashion_root):
-    """An MLP with one hidden layer of 64 units, trained for 3 epochs on 3,000 Fashion-MNIST images,
-    and 60 test images (copies) with their labels; torch on one thread in this module (tiny model,
-    shared 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    (x_train, y_train), (x_test, y_test) = data.load_subsets("fashion-mnist", 3000, 500, seed=0)
-    model = models.mlp((64,))
-    train.fit(model, x_train, y_train, epochs=3, seed=0, device=torch.device("cpu"))
-    model.eval().zero_grad(set_to_none=True)
-    x, y = x_test[:N_IMAGES].clone(), y_test[:N_IMAGES].clone()
+def trained(small_mlp, one_thread):
+    """The shared small MLP trained for 3 epochs (conftest), and 60 test images with their labels."""
+    model, x_test, y_test = small_mlp(3)
+    x, y = x_test[:N_IMAGES], y_test[:N_IMAGES]
     assert (predict(model, x) == y).float().mean() > 0.7
-    yield model, x, y
-    torch.set_num_threads(threads)
+    return model, x, y
 
 
 def predict(model, x) -> torch.Tensor:

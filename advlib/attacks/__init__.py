@@ -7,11 +7,14 @@ means ``y`` holds target labels; bad arguments raise ``ValueError`` saying what 
 The shared pieces (checks, losses, projections) are in :mod:`advlib.attacks.core`.
 """
 
+from .bpda import bpda, eot
 from .cw import cw_l0, cw_l2, cw_linf
 from .fgsm import fgsm
 from .lbfgs import lbfgs
+from .nattack import nattack
 from .one_pixel import one_pixel
 from .patch import apply_patch, patch, random_positions
 from .pgd import pgd
 
-__all__ = ["apply_patch", "cw_l0", "cw_l2", "cw_linf", "fgsm", "lbfgs", "one_pixel", "patch", "pgd", "random_positions"]
+__all__ = ["apply_patch", "bpda", "cw_l0", "cw_l2", "cw_linf", "eot", "fgsm", "lbfgs", "nattack", "one_pixel", "patch",
+           "pgd", "random_positions"]
