@@ -91,10 +91,10 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: f
     noise = _random_starts(x0, eps, norm, restarts, generator) if random_start else None
 
     if norm == "linf":
-        # The Linf ball intersected with the box is itself a box [lo, hi]: core.project_linf of the all-0
-        # and all-1 images gives its corners once, and clamping to them is exactly core.project_linf.
-        lo = core.project_linf(torch.zeros_like(x0), x0, eps)
-        hi = core.project_linf(torch.ones_like(x0), x0, eps)
+        # The Linf ball intersected with the box is itself a box [lo, hi] = [max(x - eps, 0), min(x + eps, 1)]
+        # (core.project_linf of the all-0 and all-1 images), and clamping to it is exactly core.project_linf.
+        lo = (x0 - eps).clamp_(min=0.0)
+        hi = (x0 + eps).clamp_(max=1.0)
 
     best = x0.clone()
     best_loss = torch.full((n,), float("-inf"), device=device, dtype=x0.dtype)
