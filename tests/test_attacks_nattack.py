@@ -1,0 +1,144 @@
+"""NATTACK (Li, Li, Wang, Zhang and Gong 2019): natural evolution strategies on a Gaussian search
+distribution, from the model's outputs alone.
+
+It works on a model whose output carries no gradient, fools a good fraction of a small MLP's correct
+answers, keeps the contract (ball and box, inputs unchanged, mode restored, bad input), and a batch equals
+its images attacked one by one under the same seed; its counter-based Gaussians are standard normal.
+Small populations and few iterations keep the file fast.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from advlib.attacks import nattack, pgd
+from advlib.attacks.nattack import _gaussians
+
+EPS = 0.1
+N_IMAGES = 40
+
+
+@pytest.fixture(scope="module")
+def trained(small_mlp, one_thread):
+    """The shared small MLP trained for 3 epochs (conftest), and 40 test images with their labels."""
+    model, x_test, y_test = small_mlp(3)
+    x, y = x_test[:N_IMAGES], y_test[:N_IMAGES]
+    assert (predict(model, x) == y).float().mean() > 0.7
+    return model, x, y
+
+
+def predict(model, x) -> torch.Tensor:
+    with torch.no_grad():
+        return model(x).argmax(1)
+
+
+def seeded(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+class OutputsOnly(nn.Module):
+    """The model behind a wall: its forward runs without autograd and hands back detached logits, so no
+    gradient can reach the input (a black box, or a defense whose gradient is useless)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        with torch.no_grad():
+            return self.model(x).detach()
+
+
+def test_fools_a_model_without_gradients_and_stays_in_ball_and_box(trained):
+    model, x, y = trained
+    wall = OutputsOnly(model)
+    with pytest.raises(RuntimeError):  # a gradient attack cannot even start
+        pgd(wall, x, y, EPS, EPS / 4, 2)
+    x_before, y_before = x.clone(), y.clone()
+    x_adv = nattack(wall, x, y, EPS, popsize=40, iters=80, generator=seeded())
+    assert torch.equal(x, x_before) and torch.equal(y, y_before)
+    assert not x_adv.requires_grad and x_adv.shape == x.shape and x_adv.dtype == x.dtype
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert (x_adv - x).abs().max() <= EPS + 1e-6
+    right = predict(model, x) == y
+    fooled = (predict(model, x_adv) != y) & right
+    assert fooled.sum() >= 0.5 * right.sum(), (int(fooled.sum()), int(right.sum()))
+
+
+def test_early_stop_and_iters_zero(trained):
+    model, x, y = trained
+    wall = OutputsOnly(model)
+    nattack(wall, x[:4], y[:4], EPS, popsize=10, iters=0, generator=seeded())
+    assert wall.calls == 1  # only the candidates at the initial mean
+    # an image the model already gets wrong stops at once with the candidate at mu ~ 0: that image with each
+    # pixel moved towards 1/2 by about eps/2 (the tanh space's shrink), if the model still gets it wrong
+    wrong = predict(model, x) != y
+    if wrong.any():
+        i = int(wrong.nonzero()[0])
+        wall.calls = 0
+        out = nattack(wall, x[i:i + 1], y[i:i + 1], EPS, popsize=10, iters=50, generator=seeded())
+        start = 0.5 + (x[i:i + 1] - 0.5) * (1 - EPS)
+        if predict(model, start) != y[i]:
+            assert wall.calls == 1 and (out - start).abs().max() < 5e-3
+
+
+def test_targeted_reaches_targets_sometimes(trained):
+    model, x, y = trained
+    target = (y + 1) % 10
+    x_adv = nattack(model, x[:20], target[:20], 0.3, popsize=40, iters=80, targeted=True, generator=seeded())
+    assert (x_adv - x[:20]).abs().max() <= 0.3 + 1e-6
+    assert (predict(model, x_adv) == target[:20]).float().mean() >= 0.3
+
+
+def test_batch_equals_one_by_one_under_the_same_seed(trained):
+    model, x, y = trained
+    model64 = copy.deepcopy(model).double()
+    x64 = x[:6].double()
+    whole = nattack(model64, x64, y[:6], EPS, popsize=12, iters=15, generator=seeded(7), chunk=30)
+    g = seeded(7)
+    pieces = torch.cat([nattack(model64, x64[i:i + 1], y[i:i + 1], EPS, popsize=12, iters=15, generator=g)
+                        for i in range(6)])
+    assert torch.allclose(whole, pieces, atol=1e-10)
+    again = nattack(model64, x64, y[:6], EPS, popsize=12, iters=15, generator=seeded(7), chunk=5)
+    assert torch.allclose(whole, again, atol=1e-10)  # the chunk does not change the result
+
+
+def test_mode_restored_and_model_untouched(trained):
+    model, x, y = trained
+    model = copy.deepcopy(model).train()
+    state = copy.deepcopy(model.state_dict())
+    nattack(model, x[:3], y[:3], EPS, popsize=8, iters=3, generator=seeded())
+    assert model.training and all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("bad", [{"eps": -0.1}, {"popsize": 1}, {"popsize": 2.5}, {"sigma": 0.0}, {"lr": -1.0},
+                                 {"iters": -1}, {"chunk": 0}, {"generator": "seed"}])
+def test_bad_arguments_raise(trained, bad):
+    model, x, y = trained
+    kwargs = {"eps": EPS, **bad}
+    with pytest.raises(ValueError):
+        nattack(model, x[:2], y[:2], **kwargs)
+
+
+def test_bad_inputs_raise(trained):
+    model, x, y = trained
+    with pytest.raises(ValueError):
+        nattack(model, x[:2] * 2, y[:2], EPS)
+    with pytest.raises(ValueError):
+        nattack(model, x[:2], y[:3], EPS)
+
+
+def test_gaussians_are_standard_normal_and_depend_only_on_their_counter():
+    seeds = torch.tensor([1, 2, 3], dtype=torch.long).repeat_interleave(200)
+    slots = torch.arange(200).repeat(3)
+    z = _gaussians(seeds, 5, slots, 101)
+    assert z.shape == (600, 101) and abs(z.mean().item()) < 0.02 and abs(z.std().item() - 1) < 0.02
+    assert torch.equal(_gaussians(seeds[250:251], 5, slots[250:251], 101), z[250:251])
+    assert not torch.equal(_gaussians(seeds, 6, slots, 101), z)
