@@ -235,14 +235,17 @@ def test_early_stop_spends_nothing_on_images_already_fooled(trained):
     pred = predict(model, x)
     wrong = (pred + 1) % 10  # every image is "misclassified" against these labels from the start
     counting = Counting(model)
-    one_pixel(counting, x, wrong, popsize=30, iters=10, generator=seeded())
+    one_pixel(counting, x, wrong, popsize=30, iters=10, chunk=1000, generator=seeded())
     assert counting.sizes == [20 * 30]  # the initial generation only
     # half the images wrong from the start: they never reach the second forward pass
     labels = torch.where(torch.arange(20) < 10, wrong, pred)
     counting = Counting(model)
-    one_pixel(counting, x, labels, popsize=30, iters=10, generator=seeded())
+    one_pixel(counting, x, labels, popsize=30, iters=10, chunk=1000, generator=seeded())
     assert counting.sizes[0] == 20 * 30 and len(counting.sizes) > 1
     assert all(size <= 10 * 30 for size in counting.sizes[1:])
+    counting = Counting(model)  # the default chunk on the CPU
+    one_pixel(counting, x, labels, popsize=30, iters=1, generator=seeded())
+    assert counting.sizes[:3] == [256, 256, 600 - 2 * 256]
     counting = Counting(model)  # chunks bound every forward pass
     one_pixel(counting, x, labels, popsize=30, iters=3, chunk=64, generator=seeded())
     assert max(counting.sizes) <= 64 and counting.sizes[:10] == [64] * 9 + [600 - 9 * 64]
