@@ -76,3 +76,11 @@ def test_chapter_title_and_citations(chapter):
     for key in re.findall(r"\{cite(?::[a-z]+)?\}`([^`]+)`", "\n".join(markdown)):
         for k in key.split(","):
             assert f"{{{k.strip()}," in BIB, f"{chapter.name} cites {k!r}, absent from references.bib"
+
+
+def test_the_book_skips_what_make_test_leaves_behind():
+    """``make test`` leaves .pytest_cache (with a README.md) and .ruff_cache in the checkout; a later
+    ``make book`` (``--warningiserror``) must not read them as pages of the book."""
+    excluded = yaml.safe_load((ROOT / "_config.yml").read_text())["exclude_patterns"]
+    for folder in (".pytest_cache", ".ruff_cache", ".venv", "_build", "data"):
+        assert folder in excluded, folder
