@@ -90,6 +90,17 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
     return now() - start
 
 
+def timed_in_turn(runs: dict[str, Callable[[], object]], device: torch.device, repeats: int) -> dict[str, list[float]]:
+    """Seconds of each of ``runs`` over ``repeats`` rounds, all timed in turn within a round and the order
+    rotated by one each round, so a drift in the machine's load hits every run alike."""
+    times: dict[str, list[float]] = {key: [] for key in runs}
+    order = list(runs)
+    for r in range(repeats):
+        for key in order[r % len(order):] + order[:r % len(order)]:
+            times[key].append(timed(runs[key], device))
+    return times
+
+
 def test_images(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``n`` Fashion-MNIST test images and labels, on ``device``."""
     x, y = data.load("fashion-mnist", "test")
@@ -162,11 +173,7 @@ def time_pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: t
             "torchattacks": lambda: attack(x, y), "limit_clean": lambda: passes(x)}
     for fn in runs.values():  # warm up (allocator, kernels, lazy imports)
         fn()
-    times: dict[str, list[float]] = {key: [] for key in runs}
-    order = list(runs)
-    for r in range(repeats):  # in turn, the order rotated each repeat, so drifts in load hit all alike
-        for key in order[r % len(order):] + order[:r % len(order)]:
-            times[key].append(timed(runs[key], device) / steps)
+    times = {key: [t / steps for t in values] for key, values in timed_in_turn(runs, device, repeats).items()}
     med = {key: statistics.median(v) for key, v in times.items()}
     low = {key: min(v) for key, v in times.items()}
     return {
@@ -342,10 +349,7 @@ def time_one_pixel(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, pix
         "torchattacks": theirs,
     }
     outputs = {key: fn() for key, fn in runs.items()}  # warm-up runs; their results are the ones scored
-    times: dict[str, list[float]] = {key: [] for key in runs}
-    for r in range(repeats):  # in turn, the order alternating each repeat
-        for key in list(runs)[::-1 if r % 2 else 1]:
-            times[key].append(timed(runs[key], device))
+    times = timed_in_turn(runs, device, repeats)  # two runs: the order alternates each repeat
     with torch.no_grad():
         right = model(x).argmax(1) == y
         fooled = {key: right & (model(out).argmax(1) != y) for key, out in outputs.items()}

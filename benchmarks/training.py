@@ -82,11 +82,7 @@ def time_epochs(arch: str, x: torch.Tensor, y: torch.Tensor, device: torch.devic
     }
     for run in runs.values():  # warm-up
         run()
-    times: dict[str, list[float]] = {key: [] for key in runs}
-    order = list(runs)
-    for r in range(repeats):
-        for key in order[r % len(order):] + order[:r % len(order)]:
-            times[key].append(bench.timed(runs[key], device))
+    times = bench.timed_in_turn(runs, device, repeats)
     median = {key: statistics.median(values) for key, values in times.items()}
     return {"model": arch, "images": len(x), "seconds": times, "median": median,
             "madry_over_standard": median["madry"] / median["standard"], "madry_limit": STEPS + 1,
