@@ -104,6 +104,18 @@ def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor
     return predict(model, x, batch_size=max(1, len(x))) == y.cpu()
 
 
+def _judged_batches(model: nn.Module, data, batch_size: int, desc: str):
+    """``(x, y, clean)`` per batch of ``data`` (see :func:`_batches`), x and y on the model's device and
+    ``clean`` whether the model classifies each example correctly (on the CPU), with a progress bar."""
+    batches, total = _batches(data, batch_size)
+    device = model_device(model)
+    for x, y in progress(batches, total=total, desc=desc, unit="batch"):
+        if len(x) != len(y):
+            raise ValueError(f"a batch holds {len(x)} images but {len(y)} labels")
+        x, y = x.to(device), y.to(device)
+        yield x, y, _correct(model, x, y)
+
+
 def robust_accuracy(model: nn.Module, attack: Attack, data, *, batch_size: int = 256,
                     desc: str = "robust accuracy") -> float:
     """The fraction of examples the model still classifies correctly after the attack.
@@ -119,14 +131,8 @@ def robust_accuracy(model: nn.Module, attack: Attack, data, *, batch_size: int =
     shows the progress. ``attack`` is a callable ``attack(model, x, y) -> x_adv``, e.g.
     ``functools.partial(pgd, eps=0.1, alpha=0.01, steps=40)``.
     """
-    batches, total = _batches(data, batch_size)
-    device = model_device(model)
     robust, seen = 0, 0
-    for x, y in progress(batches, total=total, desc=desc, unit="batch"):
-        if len(x) != len(y):
-            raise ValueError(f"a batch holds {len(x)} images but {len(y)} labels")
-        x, y = x.to(device), y.to(device)
-        clean = _correct(model, x, y)
+    for x, y, clean in _judged_batches(model, data, batch_size, desc):
         attacked = _correct(model, _attacked(attack, model, x, y), y)
         robust += int((clean & attacked).sum())
         seen += len(y)
@@ -173,14 +179,8 @@ def robustness_score(model: nn.Module, attacks: Mapping[str, Attack], data, eps:
     norms = {"linf": linf_norm, "l2": l2_norm}
     if norm not in norms:
         raise ValueError(f"unknown norm {norm!r}; expected one of {tuple(norms)}")
-    batches, total = _batches(data, batch_size)
-    device = model_device(model)
     correct, robust, broken = [], [], {name: 0 for name in attacks}
-    for x, y in progress(batches, total=total, desc=desc, unit="batch"):
-        if len(x) != len(y):
-            raise ValueError(f"a batch holds {len(x)} images but {len(y)} labels")
-        x, y = x.to(device), y.to(device)
-        clean = _correct(model, x, y)
+    for x, y, clean in _judged_batches(model, data, batch_size, desc):
         survived = clean.clone()
         for name, attack in attacks.items():
             x_adv = _attacked(attack, model, x, y)
