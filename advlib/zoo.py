@@ -34,7 +34,7 @@ class Recipe:
     arch: str
     dataset: str = "fashion-mnist"
     trainer: str = "standard"  # "standard": train.fit; "autoencoder": pre-train, then the classifier;
-    # "madry" / "fast": defenses.madry_training / defenses.fast_adversarial_training with train_kwargs
+    # or one of TRAINERS (adversarial, certified, noise-augmented training), called with train_kwargs
     optimizer: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -44,6 +44,10 @@ class Recipe:
     train_kwargs: dict = field(default_factory=dict)  # the trainer's own settings (eps, steps, ...)
     description: str = ""
 
+
+# trainers beyond train.fit: the recipe's trainer name -> the function of advlib.defenses that trains
+TRAINERS = {"madry": "madry_training", "fast": "fast_adversarial_training",
+            "certified": "certified_training", "noise": "gaussian_noise_training"}
 
 RECIPES: dict[str, Recipe] = {
     "fc10-1e-4": Recipe("fc10", weight_decay=1e-4,
@@ -72,6 +76,10 @@ RECIPES: dict[str, Recipe] = {
                                description="Wong and Kolter's conv net, fast adversarial training at eps 0.1 "
                                            "(FGSM from a random start, step 1.25 eps, cyclic learning rate, "
                                            "early stop against catastrophic overfitting)"),
+    **{f"wong-kolter-noise-{sigma}": Recipe("wong-kolter", trainer="noise", train_kwargs={"sigma": sigma},
+                                            description=f"Wong and Kolter's conv net, trained on Gaussian noise "
+                                                        f"of sigma {sigma} (Cohen et al. 2019's base classifier)")
+       for sigma in (0.12, 0.25, 0.5, 1.0)},
 }
 
 
@@ -163,10 +171,11 @@ def _train(model: nn.Module, conf: dict, device: torch.device) -> dict:
                             weight_decay=spec["weight_decay"], parameters=model.classifier.parameters(),
                             desc=f"{conf['name']} (classifier)", **common)
         history.epoch_losses = pre.epoch_losses + history.epoch_losses
-    elif spec["trainer"] in ("madry", "fast"):
-        trainer = defenses.madry_training if spec["trainer"] == "madry" else defenses.fast_adversarial_training
+    elif spec["trainer"] in TRAINERS:
+        trainer = getattr(defenses, TRAINERS[spec["trainer"]])
+        settings = {**common, **spec["train_kwargs"]}  # a recipe may set its own batch size (the papers')
         history = trainer(model, x, y, optimizer=spec["optimizer"], lr=spec["lr"], schedule=spec["schedule"],
-                          desc=conf["name"], **spec["train_kwargs"], **common)
+                          desc=conf["name"], **settings)
     else:
         raise ValueError(f"unknown trainer {spec['trainer']!r} in the recipe of {conf['name']!r}")
     seconds = time.perf_counter() - start

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from advlib import config, data, models, train, zoo
+from advlib import config, data, defenses, models, train, zoo
 
 TINY = config.Sizes("quick", train_size=256, test_size=128, epochs=1, batch_size=64, attack_size=8,
                     attack_steps=2, samples=10)
@@ -250,9 +250,10 @@ def test_every_recipe_is_buildable():
     for name in zoo.names():
         spec = zoo.recipe(name)
         assert spec.arch in models.ARCHITECTURES, name
-        assert spec.trainer in ("standard", "autoencoder", "madry", "fast"), name
+        assert spec.trainer in ("standard", "autoencoder", *zoo.TRAINERS), name
         assert spec.schedule in train.SCHEDULES, name
-        assert bool(spec.train_kwargs) == (spec.trainer in ("madry", "fast")), name
+        assert bool(spec.train_kwargs) == (spec.trainer in zoo.TRAINERS), name
+        assert spec.trainer not in zoo.TRAINERS or hasattr(defenses, zoo.TRAINERS[spec.trainer]), name
         assert spec.optimizer in train.OPTIMIZERS, name
         assert spec.description, name
         models.build(spec.arch, spec.dataset, **spec.arch_kwargs)
