@@ -2,8 +2,8 @@
 
 Modules (one concept each): ``config`` (device, run profile, data folder), ``data`` (datasets as
 [0,1] tensors), ``models`` (the networks of the talk), ``metrics`` (accuracy), ``train`` (training
-loops), ``zoo`` (named models trained on first use and cached), ``viz`` (figures), ``smoothing``
-(randomized smoothing).
+loops), ``zoo`` (named models trained on first use and cached), ``viz`` (figures), ``certify``
+(certified bounds), ``smoothing`` (randomized smoothing).
 Submodules load on first use (``advlib.zoo`` imports what it needs), so ``import advlib`` is cheap and
 ``python -m advlib.data fetch NAME`` runs its module exactly once.
 """
@@ -11,7 +11,7 @@ Submodules load on first use (``advlib.zoo`` imports what it needs), so ``import
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ["config", "data", "metrics", "models", "smoothing", "train", "viz", "zoo"]
+__all__ = ["certify", "config", "data", "metrics", "models", "smoothing", "train", "viz", "zoo"]
 
 
 def __getattr__(name: str):

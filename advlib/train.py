@@ -8,6 +8,7 @@ weights on the same machine, on the GPU when there is one, with a tqdm progress 
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import torch
@@ -152,7 +153,8 @@ def _descend(model: nn.Module, n: int, batch_loss, opt: torch.optim.Optimizer, *
 def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 1, batch_size: int = 128,
         lr: float = 1e-3, optimizer: str = "adam", weight_decay: float = 0.0, momentum: float = 0.0,
         loss: str = "ce", parameters=None, seed: int = 0, device: torch.device | None = None,
-        desc: str = "training", schedule: str = "constant", perturb=None, epoch_end=None) -> History:
+        desc: str = "training", schedule: str = "constant", perturb=None, epoch_end=None,
+        criterion=None) -> History:
     """Train ``model`` on images ``x`` in [0,1] and labels ``y`` by mini-batch descent.
 
     Each step takes a batch B, computes L = mean_{(x,y) in B} loss(model(x), y) and back-propagates
@@ -162,8 +164,12 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 1, 
     ``"constant"`` learning rate, ``"linear"`` decay to zero over the run, or ``"cyclic"`` (see
     :func:`learning_rate_factor`). ``perturb(model, x, y) -> x'``, if given, replaces each batch by
     the images to train on (an attack, for adversarial training; noise, for noise augmentation):
-    the loss is taken at x'. ``epoch_end(epoch, model)`` runs after each epoch and stops training when
-    it returns ``False``. The order of the batches comes from ``seed`` alone, so a run repeats exactly.
+    the loss is taken at x'. ``criterion(model, x, y, progress) -> loss``, if given, replaces the loss
+    (``loss`` is then unused): it gets the batch (after ``perturb``) and the fraction of the run's steps
+    done before this one (0 at the first step, 1 - 1/steps at the last), for losses whose settings follow
+    a schedule, such as certified training's ramp of eps. ``epoch_end(epoch, model)`` runs after each
+    epoch and stops training when it returns ``False``. The order of the batches comes from ``seed``
+    alone, so a run repeats exactly.
     Leaves the model in eval mode on ``device`` (default: :func:`advlib.config.device`).
     """
     _check_training_data(x, y)
@@ -174,8 +180,13 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 1, 
     opt = make_optimizer(optimizer, params, lr, weight_decay, momentum)
     x, y = x.to(device), y.to(device)
 
+    total_steps = epochs * -(-len(x) // max(batch_size, 1))
+    steps_done = itertools.count()
+
     def batch_loss(index: torch.Tensor) -> torch.Tensor:
         inputs = x[index] if perturb is None else perturb(model, x[index], y[index]).detach()
+        if criterion is not None:
+            return criterion(model, inputs, y[index], next(steps_done) / total_steps)
         return classification_loss(model(inputs), y[index], loss)
 
     return _descend(model, len(x), batch_loss, opt, epochs=epochs, batch_size=batch_size, seed=seed,
