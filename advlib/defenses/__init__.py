@@ -2,6 +2,8 @@
 
 - :mod:`.adversarial_training`: Madry et al.'s PGD adversarial training and Wong, Rice and Kolter's
   fast (FGSM with random start) adversarial training with its guard against catastrophic overfitting.
+- :mod:`.certified_training`: certified training on the dual network's (Wong and Kolter), IBP's (Gowal et
+  al.) or CROWN-IBP's (Zhang et al.) bounds, with the papers' eps ramps.
 - :mod:`.masking`: defenses that only mask gradients (Athalye et al. 2018): input quantization and
   Xie et al.'s random resizing and padding.
 - :mod:`.noise_training`: Cohen et al.'s Gaussian noise augmentation, the base classifier of randomized
@@ -9,8 +11,9 @@
 """
 
 from .adversarial_training import fast_adversarial_training, madry_training, pgd_accuracy
+from .certified_training import certified_training
 from .masking import InputQuantization, RandomResizePad, quantize
 from .noise_training import gaussian_noise_training
 
-__all__ = ["InputQuantization", "RandomResizePad", "fast_adversarial_training", "gaussian_noise_training",
-           "madry_training", "pgd_accuracy", "quantize"]
+__all__ = ["InputQuantization", "RandomResizePad", "certified_training", "fast_adversarial_training",
+           "gaussian_noise_training", "madry_training", "pgd_accuracy", "quantize"]
