@@ -76,6 +76,23 @@ RECIPES: dict[str, Recipe] = {
                                description="Wong and Kolter's conv net, fast adversarial training at eps 0.1 "
                                            "(FGSM from a random start, step 1.25 eps, cyclic learning rate, "
                                            "early stop against catastrophic overfitting)"),
+    "wong-kolter-certified": Recipe("wong-kolter", trainer="certified",
+                                    train_kwargs={"eps": 0.1, "method": "dual", "batch_size": 50},
+                                    description="Wong and Kolter's conv net, trained on their robust loss at eps 0.1 "
+                                                "(the dual network's bound, eps ramped up, batch 50)"),
+    "fc100-100-10-certified": Recipe("fc100-100-10", trainer="certified", arch_kwargs={"activation": "relu"},
+                                     train_kwargs={"eps": 0.1, "method": "dual", "batch_size": 50},
+                                     description="a ReLU network with two hidden layers of 100 units, trained on Wong "
+                                                 "and Kolter's robust loss at eps 0.1 (the quick profile's stand-in "
+                                                 "for their conv net, whose exact bounds are too slow on a CPU)"),
+    "wong-kolter-ibp": Recipe("wong-kolter", trainer="certified",
+                              train_kwargs={"eps": 0.1, "method": "ibp", "batch_size": 50},
+                              description="Wong and Kolter's conv net, interval bound propagation training at "
+                                          "eps 0.1 (Gowal et al. 2018)"),
+    "wong-kolter-crown-ibp": Recipe("wong-kolter", trainer="certified",
+                                    train_kwargs={"eps": 0.1, "method": "crown-ibp", "batch_size": 50},
+                                    description="Wong and Kolter's conv net, CROWN-IBP training at eps 0.1 "
+                                                "(Zhang et al. 2020)"),
     **{f"wong-kolter-noise-{sigma}": Recipe("wong-kolter", trainer="noise", train_kwargs={"sigma": sigma},
                                             description=f"Wong and Kolter's conv net, trained on Gaussian noise "
                                                         f"of sigma {sigma} (Cohen et al. 2019's base classifier)")
