@@ -141,6 +141,55 @@ PGD_MODELS = {"small-cnn": models.small_cnn, "wong-kolter": models.wong_kolter_c
 PGD_BUDGET = {"eps": 0.1, "alpha": 0.01, "steps": 20}
 
 
+# --- what every benchmark script's command line shares ------------------------------------------------------
+
+def add_run_arguments(parser: argparse.ArgumentParser, script: str) -> None:
+    """``--device``, ``--threads``, ``--clock`` and ``--out`` (default ``results/SCRIPT-<host>.json``)."""
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch's CPU threads (default: torch's choice)")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="wall time, or this process's CPU time (CPU device, one thread only)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"JSON file for the results (default: benchmarks/results/{script}-<host>.json)")
+
+
+def start_run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None,
+              **positive: int) -> tuple[torch.device, dict]:
+    """Check the shared arguments (and that every keyword of ``positive`` is >= 1), set torch's threads and
+    the clock, turn progress bars off; return the device and the run's description (hardware, clock,
+    command) that every results file records."""
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda, but torch sees no CUDA GPU")
+    for name, value in positive.items():
+        if value < 1:
+            parser.error(f"--{name} must be >= 1")
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error("--threads must be >= 1")
+        torch.set_num_threads(args.threads)
+    if args.clock == "cpu" and (args.device != "cpu" or torch.get_num_threads() != 1):
+        parser.error("--clock cpu measures CPU time: use it with --device cpu --threads 1")
+    CLOCK["now"] = CLOCKS[args.clock]
+    device = torch.device(args.device)
+    os.environ.setdefault("ADVLIB_PROGRESS", "0")
+    return device, {"hardware": hardware(device), "clock": args.clock,
+                    "command": " ".join([Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)])}
+
+
+def results_file(args: argparse.Namespace, script: str) -> Path:
+    """``--out``, or ``results/SCRIPT-<host>.json``."""
+    return args.out or RESULTS / f"{script}-{socket.gethostname()}.json"
+
+
+def write_results(results: dict, out: Path) -> None:
+    """Write ``results`` as JSON to ``out`` atomically (a temporary file renamed over it)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    tmp.replace(out)
+    print(f"results written to {out}")
+
+
 def bench_pgd(device: torch.device, repeats: int, batch: int) -> dict:
     """Time per Linf PGD step: ours against one forward+backward (the limit) and against torchattacks."""
     import torchattacks
@@ -391,41 +440,21 @@ BENCHMARKS: dict[str, tuple[Callable[[torch.device, int, int], dict], Callable[[
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS), default=sorted(BENCHMARKS),
                         help="the benchmarks to run (default: all)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats; medians are reported")
     parser.add_argument("--batch", type=int, default=256, help="Fashion-MNIST test images per batch")
-    parser.add_argument("--threads", type=int, default=None, help="torch's CPU threads (default: torch's choice)")
-    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
-                        help="wall time, or this process's CPU time (CPU device, one thread only)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="JSON file for the results (default: benchmarks/results/attacks-<host>.json)")
+    add_run_arguments(parser, "attacks")
     args = parser.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda, but torch sees no CUDA GPU")
-    if args.repeats < 1 or args.batch < 1:
-        parser.error("--repeats and --batch must be >= 1")
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error("--threads must be >= 1")
-        torch.set_num_threads(args.threads)
-    if args.clock == "cpu" and (args.device != "cpu" or torch.get_num_threads() != 1):
-        parser.error("--clock cpu measures CPU time: use it with --device cpu --threads 1")
-    CLOCK["now"] = CLOCKS[args.clock]
-    device = torch.device(args.device)
-    os.environ.setdefault("ADVLIB_PROGRESS", "0")
-
-    run_info = {"hardware": hardware(device), "clock": args.clock, "repeats": args.repeats,
-                "command": " ".join([Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)])}
+    device, run_info = start_run(parser, args, argv, repeats=args.repeats, batch=args.batch)
+    run_info["repeats"] = args.repeats
     results = {**run_info, "benchmarks": {}}
     for name in args.only:
         run, show = BENCHMARKS[name]
         results["benchmarks"][name] = {**run(device, args.repeats, args.batch), "run": run_info}
         show(results["benchmarks"][name])
         print()
-    out = args.out or RESULTS / f"attacks-{socket.gethostname()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = results_file(args, "attacks")
     if out.is_file():  # keep the benchmarks not run this time (each entry records its own run)
         try:
             earlier = json.loads(out.read_text())
@@ -436,12 +465,8 @@ def main(argv: list[str] | None = None) -> int:
             if name not in results["benchmarks"] and isinstance(entry, dict):
                 entry.setdefault("run", {key: earlier[key] for key in run_info if key in earlier})
                 results["benchmarks"][name] = entry
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    tmp.replace(out)
-    print(f"results written to {out}")
+    write_results(results, out)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -27,9 +27,6 @@ Results go to a JSON file that names the hardware (``attacks.hardware``), the cl
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import socket
 import statistics
 import sys
 from pathlib import Path
@@ -164,46 +161,20 @@ BENCHMARKS = {"dual": (bench_dual, print_dual), "training": (bench_training, pri
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS), default=sorted(BENCHMARKS))
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats; medians are reported")
     parser.add_argument("--batch", type=int, default=50, help="images per batch (Wong and Kolter's 50)")
-    parser.add_argument("--threads", type=int, default=None, help="torch's CPU threads (default: torch's choice)")
-    parser.add_argument("--clock", choices=sorted(bench.CLOCKS), default="wall",
-                        help="wall time, or this process's CPU time (CPU device, one thread only)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="JSON file for the results (default: benchmarks/results/certify-<host>.json)")
+    bench.add_run_arguments(parser, "certify")
     args = parser.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda, but torch sees no CUDA GPU")
-    if args.repeats < 1 or args.batch < 1:
-        parser.error("--repeats and --batch must be >= 1")
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error("--threads must be >= 1")
-        torch.set_num_threads(args.threads)
-    if args.clock == "cpu" and (args.device != "cpu" or torch.get_num_threads() != 1):
-        parser.error("--clock cpu measures CPU time: use it with --device cpu --threads 1")
-    bench.CLOCK["now"] = bench.CLOCKS[args.clock]
-    device = torch.device(args.device)
-    os.environ.setdefault("ADVLIB_PROGRESS", "0")
-
-    results = {"hardware": bench.hardware(device), "clock": args.clock, "repeats": args.repeats,
-               "command": " ".join([Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)]),
-               "benchmarks": {}}
+    device, run_info = bench.start_run(parser, args, argv, repeats=args.repeats, batch=args.batch)
+    results = {**run_info, "repeats": args.repeats, "benchmarks": {}}
     for name in args.only:
         run, show = BENCHMARKS[name]
         results["benchmarks"][name] = run(device, args.repeats, args.batch)
         show(results["benchmarks"][name])
         print()
-    out = args.out or bench.RESULTS / f"certify-{socket.gethostname()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(results, indent=1) + "\n")
-    tmp.replace(out)
-    print(f"results written to {out}")
+    bench.write_results(results, bench.results_file(args, "certify"))
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -25,9 +25,6 @@ time (from its smaller n) would exceed ``--budget`` seconds is skipped and marke
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import socket
 import statistics
 import sys
 from pathlib import Path
@@ -105,42 +102,18 @@ def show(row: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--n", type=int, nargs="+", default=[10_000, 100_000], help="CERTIFY's sample counts")
     parser.add_argument("--batch", type=int, default=1000, help="noisy samples per forward pass")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats; medians are reported")
     parser.add_argument("--budget", type=float, default=600.0,
                         help="skip a (model, n) whose timings would take longer than this many seconds")
-    parser.add_argument("--threads", type=int, default=None, help="torch's CPU threads (default: torch's choice)")
-    parser.add_argument("--clock", choices=sorted(bench.CLOCKS), default="wall",
-                        help="wall time, or this process's CPU time (CPU device, one thread only)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="JSON file for the results (default: benchmarks/results/smoothing-<host>.json)")
+    bench.add_run_arguments(parser, "smoothing")
     args = parser.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda, but torch sees no CUDA GPU")
-    if args.repeats < 1 or args.batch < 1 or min(args.n) < 1:
-        parser.error("--repeats, --batch and --n must be >= 1")
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error("--threads must be >= 1")
-        torch.set_num_threads(args.threads)
-    if args.clock == "cpu" and (args.device != "cpu" or torch.get_num_threads() != 1):
-        parser.error("--clock cpu measures CPU time: use it with --device cpu --threads 1")
-    bench.CLOCK["now"] = bench.CLOCKS[args.clock]
-    device = torch.device(args.device)
-    os.environ.setdefault("ADVLIB_PROGRESS", "0")
-    result = {"hardware": bench.hardware(device), "clock": args.clock, "repeats": args.repeats,
-              "command": " ".join([Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)]),
+    device, run_info = bench.start_run(parser, args, argv, repeats=args.repeats, batch=args.batch, n=min(args.n))
+    result = {**run_info, "repeats": args.repeats,
               "smoothing": bench_smoothing(device, args.repeats, args.n, args.batch, args.budget)}
-    out = args.out or bench.RESULTS / f"smoothing-{socket.gethostname()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out)
-    print(f"results written to {out}")
+    bench.write_results(result, bench.results_file(args, "smoothing"))
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

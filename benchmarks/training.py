@@ -25,8 +25,6 @@ naming the hardware (``attacks.hardware``).
 from __future__ import annotations
 
 import argparse
-import json
-import socket
 import statistics
 import sys
 from pathlib import Path
@@ -93,31 +91,20 @@ def time_epochs(arch: str, x: torch.Tensor, y: torch.Tensor, device: torch.devic
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--images", type=int, default=4096)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--clock", choices=sorted(bench.CLOCKS), default="wall")
-    parser.add_argument("--out", type=Path, default=None)
+    bench.add_run_arguments(parser, "training")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    bench.CLOCK["now"] = bench.CLOCKS[args.clock]
-    device = torch.device(args.device)
-    result = {"hardware": bench.hardware(device), "clock": args.clock, "repeats": args.repeats,
-              "training": bench_training(device, args.repeats, args.images)}
+    device, run_info = bench.start_run(parser, args, argv, repeats=args.repeats, images=args.images)
+    result = {**run_info, "repeats": args.repeats, "training": bench_training(device, args.repeats, args.images)}
     for row in result["training"]["rows"]:
         m = row["median"]
         print(f"{row['model']:>12}: standard {m['standard']:.2f} s, Madry (PGD-{STEPS}) {m['madry']:.2f} s "
               f"= {row['madry_over_standard']:.2f}x (limit {STEPS + 1}), fast {m['fast']:.2f} s "
               f"= {row['fast_over_standard']:.2f}x (limit 2); over the hand-written floors: Madry "
               f"{row['madry_over_floor']:.3f}, fast {row['fast_over_floor']:.3f}")
-    out = args.out or bench.RESULTS / f"training-{socket.gethostname()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"results written to {out}")
+    bench.write_results(result, bench.results_file(args, "training"))
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())
