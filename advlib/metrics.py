@@ -26,7 +26,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .utils import eval_mode, model_device, progress
+from .utils import check_examples, eval_mode, model_device, progress
 
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -61,22 +61,12 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 # --- under attack -------------------------------------------------------------------------------
 
-def _check_examples(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> None:
-    """``ValueError`` unless x and y hold the same, non-zero number of examples and batch_size >= 1."""
-    if len(x) != len(y):
-        raise ValueError(f"x has {len(x)} examples but y has {len(y)}")
-    if len(x) == 0:
-        raise ValueError("no examples: x and y are empty")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
-
-
 def _batches(data, batch_size: int) -> tuple[Iterable, int | None]:
     """``(iterable of (x, y) batches, number of batches or None)`` from a DataLoader (any iterable of
     ``(x, y)`` pairs) or from one ``(x, y)`` pair of tensors cut into ``batch_size`` pieces."""
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
         x, y = data
-        _check_examples(x, y, batch_size)
+        check_examples(x, y, batch_size)
         starts = range(0, len(x), batch_size)
         return ((x[s:s + batch_size], y[s:s + batch_size]) for s in starts), len(starts)
     if isinstance(data, torch.Tensor) or not isinstance(data, Iterable):
@@ -320,7 +310,7 @@ def transfer_matrix(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.M
     """
     if not sources or not targets:
         raise ValueError("sources and targets must each hold at least one named model")
-    _check_examples(x, y, batch_size)
+    check_examples(x, y, batch_size)
     if isinstance(attack, Mapping):
         missing = [name for name in sources if name not in attack]
         if missing:

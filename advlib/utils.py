@@ -1,4 +1,5 @@
-"""Small pieces every module shares: the model's device and running a model in eval mode."""
+"""Small pieces every module shares: the model's device, running a model in eval mode, checks of a
+batch of examples, progress bars."""
 
 from __future__ import annotations
 
@@ -25,6 +26,16 @@ def eval_mode(model: nn.Module):
     finally:
         for module, training in modes.items():
             module.training = training
+
+
+def check_examples(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> None:
+    """``ValueError`` unless x and y hold the same, non-zero number of examples and batch_size >= 1."""
+    if len(x) != len(y):
+        raise ValueError(f"x has {len(x)} examples but y has {len(y)}")
+    if len(x) == 0:
+        raise ValueError("no examples: x and y are empty")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
 
 
 def progress(iterable=None, **kwargs):

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..utils import eval_mode, model_device, progress
+from ..utils import check_examples, eval_mode, model_device, progress
 from .crown import crown_ibp_bounds
 from .dual import dual_bounds
 from .ibp import ibp_margin_bounds
@@ -70,12 +70,7 @@ def certified_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: 
     A certified example is also classified correctly (x lies in its own ball), so this is a lower bound on
     the accuracy under any attack in the ball (intersected with ``box``). Batches of ``batch_size`` on the
     model's device, with a tqdm progress bar."""
-    if len(x) != len(y):
-        raise ValueError(f"x has {len(x)} examples but y has {len(y)}")
-    if len(x) == 0:
-        raise ValueError("no examples: x and y are empty")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+    check_examples(x, y, batch_size)
     device = model_device(model)
     count = 0
     with eval_mode(model):
