@@ -71,8 +71,7 @@ class Smooth:
             raise TypeError(f"model must be a torch.nn.Module returning logits, got {type(model).__name__}")
         if not isinstance(num_classes, Integral) or num_classes < 2:
             raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-        if not isinstance(sigma, Real) or not math.isfinite(sigma) or sigma <= 0:
-            raise ValueError(f"sigma (the noise's standard deviation) must be a finite number > 0, got {sigma!r}")
+        _check_sigma(sigma)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
         self.model = model
@@ -168,6 +167,11 @@ def _check_count(name: str, value: int) -> None:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
+def _check_sigma(sigma: float) -> None:
+    if not isinstance(sigma, Real) or not math.isfinite(sigma) or sigma <= 0:
+        raise ValueError(f"sigma (the noise's standard deviation) must be a finite number > 0, got {sigma!r}")
+
+
 def _check_alpha(alpha: float) -> None:
     if not isinstance(alpha, Real) or not 0 < alpha < 1:
         raise ValueError(f"alpha (the probability of a wrong answer) must lie in (0, 1), got {alpha!r}")
@@ -237,8 +241,7 @@ class SoftSmooth(nn.Module):
     def __init__(self, model: nn.Module, sigma: float, samples: int = 32,
                  generator: torch.Generator | None = None):
         super().__init__()
-        if not isinstance(sigma, Real) or not math.isfinite(sigma) or sigma <= 0:
-            raise ValueError(f"sigma (the noise's standard deviation) must be a finite number > 0, got {sigma!r}")
+        _check_sigma(sigma)
         _check_count("samples", samples)
         self.model, self.sigma, self.samples, self.generator = model, float(sigma), int(samples), generator
 

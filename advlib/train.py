@@ -108,6 +108,12 @@ def learning_rate_factor(schedule: str, step: int, total_steps: int) -> float:
     raise ValueError(f"unknown learning-rate schedule {schedule!r}; expected one of {SCHEDULES}")
 
 
+def number_of_steps(n: int, batch_size: int, epochs: int) -> int:
+    """The optimiser steps of a run: ``epochs`` times the batches of ``batch_size`` in ``n`` examples (the
+    last batch of an epoch may be smaller)."""
+    return epochs * -(-n // batch_size)
+
+
 def _descend(model: nn.Module, n: int, batch_loss, opt: torch.optim.Optimizer, *, epochs: int,
              batch_size: int, seed: int, device: torch.device, desc: str, schedule: str = "constant",
              epoch_end=None) -> History:
@@ -121,13 +127,13 @@ def _descend(model: nn.Module, n: int, batch_loss, opt: torch.optim.Optimizer, *
         raise ValueError(f"epochs must be >= 0 and batch_size >= 1, got {epochs} and {batch_size}")
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown learning-rate schedule {schedule!r}; expected one of {SCHEDULES}")
-    total_steps = epochs * -(-n // batch_size)
+    total_steps = number_of_steps(n, batch_size, epochs)
     scheduler = (torch.optim.lr_scheduler.LambdaLR(opt, lambda step: learning_rate_factor(schedule, step, total_steps))
                  if schedule != "constant" else None)
     generator = torch.Generator().manual_seed(seed)
     history = History()
     model.train()
-    bar = progress(total=epochs * -(-n // batch_size), desc=desc, unit="batch")
+    bar = progress(total=total_steps, desc=desc, unit="batch")
     for epoch in range(epochs):
         total = 0.0
         order = torch.randperm(n, generator=generator).to(device)
@@ -180,7 +186,7 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 1, 
     opt = make_optimizer(optimizer, params, lr, weight_decay, momentum)
     x, y = x.to(device), y.to(device)
 
-    total_steps = epochs * -(-len(x) // max(batch_size, 1))
+    total_steps = number_of_steps(len(x), max(batch_size, 1), epochs)  # batch_size is checked by _descend
     steps_done = itertools.count()
 
     def batch_loss(index: torch.Tensor) -> torch.Tensor:
@@ -224,4 +230,4 @@ def fit_autoencoder(model: nn.Module, x: torch.Tensor, *, epochs: int = 1, batch
 
 
 __all__ = ["History", "SignDescent", "classification_loss", "fit", "fit_autoencoder", "learning_rate_factor",
-           "make_optimizer", "sparse_autoencoder_loss"]
+           "make_optimizer", "number_of_steps", "sparse_autoencoder_loss"]
