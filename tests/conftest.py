@@ -97,6 +97,22 @@ def small_mlp(fashion_root):
     return make
 
 
+@pytest.fixture(scope="session")
+def attacked_images(small_mlp):
+    """``attacked_images(n) -> (model, x, y)``: the small MLP trained for 3 epochs (``small_mlp(3)``, a fresh
+    copy) and the first ``n`` of its test images with their labels, checked to be classified more than 70%
+    right, so that attacks have correct answers to change."""
+
+    def make(n: int):
+        model, x_test, y_test = small_mlp(3)
+        x, y = x_test[:n], y_test[:n]
+        with torch.no_grad():
+            assert (model(x).argmax(1) == y).float().mean() > 0.7
+        return model, x, y
+
+    return make
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """torch on one thread for the module (small models on a shared 2-core machine); restored after."""
