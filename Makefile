@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # Executed notebooks render sliders as self-contained HTML, even when make runs inside a Jupyter server.
 export ADVLIB_SLIDER := static
 
-.PHONY: env data book test unit notebooks lint clean
+.PHONY: env data browser book test unit notebooks browser-test lint clean
 
 env: $(STAMP)
 
@@ -21,6 +21,18 @@ $(STAMP): requirements.txt requirements-peers.txt pyproject.toml
 
 data: env
 	$(PY) -m advlib.data fetch fashion-mnist
+
+# Debian's Chromium and its WebDriver for the browser test; installed with apt-get where we are root,
+# skipped (and so is the browser test) elsewhere.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+	  echo "browser: $$(command -v chromium), $$(command -v chromedriver)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    chromium chromium-driver >/dev/null && echo "browser: installed Debian's chromium and chromium-driver"; \
+	else \
+	  echo "browser: no Chromium here and no root to install it; the browser test will skip"; \
+	fi
 
 book: data
 	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going
@@ -36,8 +48,15 @@ unit: data
 notebooks: data
 	$(PY) -m pytest --nbval-lax --nbval-current-env chapters
 
-test: data lint
-	$(PY) -m pytest tests chapters --nbval-lax --nbval-current-env
+browser-test: browser env
+	ADVLIB_REQUIRE_BOOK=1 $(PY) -m pytest tests/browser
+
+# lint, unit tests and every chapter under nbval; then the book is built (executing every chapter
+# again, as readers get it) and opened in Chromium.
+test: data lint browser
+	$(PY) -m pytest tests chapters --nbval-lax --nbval-current-env --ignore=tests/browser
+	$(MAKE) book
+	$(MAKE) browser-test
 
 clean:
 	rm -rf _build

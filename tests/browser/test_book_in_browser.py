@@ -1,0 +1,256 @@
+"""The rendered book as a reader meets it, in a real browser (Debian's Chromium driven by Selenium).
+
+``make test`` builds the book (``_build/html``) and then runs this file. Every page in the table of
+contents is served on localhost and opened; a page fails on a broken image, an image without alt
+text, a broken internal link or anchor, an error output, a figure missing from a chapter, a launch
+button pointing at the wrong notebook, or a JavaScript error of its own. The epsilon and sigma
+sliders are dragged and the picture must change. Screenshots are kept under ``_build/screenshots``.
+
+Without a Chromium and its driver the file skips; without a built book it skips too, unless
+``ADVLIB_REQUIRE_BOOK=1`` (set by ``make test``, which has just built it) makes that a failure.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import shutil
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+HTML = ROOT / "_build" / "html"
+EXECUTED = ROOT / "_build" / "jupyter_execute"
+SCREENSHOTS = ROOT / "_build" / "screenshots"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,1400"]
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+if not (CHROMIUM and CHROMEDRIVER):
+    pytest.skip("no Chromium and chromedriver (Debian: apt-get install chromium chromium-driver)",
+                allow_module_level=True)
+if not (HTML / "index.html").exists():
+    if os.environ.get("ADVLIB_REQUIRE_BOOK") == "1":
+        raise RuntimeError(f"{HTML} holds no built book: run `make book` first")
+    pytest.skip("the book is not built (make book)", allow_module_level=True)
+
+
+def _toc_files(node) -> list[str]:
+    if isinstance(node, dict):
+        own = [node[k] for k in ("root", "file") if k in node]
+        return own + [f for k, v in node.items() if k not in ("root", "file") for f in _toc_files(v)]
+    if isinstance(node, list):
+        return [f for item in node for f in _toc_files(item)]
+    return []
+
+
+PAGES = _toc_files(yaml.safe_load((ROOT / "_toc.yml").read_text()))
+CHAPTERS = [page for page in PAGES if page.startswith("chapters/")]
+REPOSITORY = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep pytest's output to the failures
+        pass
+
+
+@pytest.fixture(scope="module")
+def site():
+    """The built book served on an ephemeral localhost port; yields its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(HTML)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    yield driver
+    driver.quit()
+
+
+def _open(browser, site, page: str) -> None:
+    browser.get(urllib.parse.urljoin(site, f"{page}.html"))
+    browser.execute_script("return document.readyState")  # get() has waited for the load event
+    browser.get_log("browser")  # drop messages of earlier pages
+
+
+def _screenshot(browser, name: str) -> Path:
+    path = SCREENSHOTS / f"{name}.png"
+    browser.save_screenshot(str(path))
+    return path
+
+
+IMAGES_JS = """
+return Array.from(document.querySelectorAll('main img, article img')).map(img => ({
+  src: img.getAttribute('src'), alt: img.getAttribute('alt'), complete: img.complete,
+  width: img.naturalWidth, slider: img.classList.contains('advlib-slider-frame'),
+  output: img.closest('.cell_output') !== null}));
+"""
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_images_load_and_have_alt_text(browser, site, page):
+    _open(browser, site, page)
+    _screenshot(browser, page.replace("/", "__"))
+    images = browser.execute_script(IMAGES_JS)
+    broken = [img["src"][:80] for img in images if not img["complete"] or img["width"] == 0]
+    assert not broken, f"{page}: images that did not load: {broken}"
+    for img in images:
+        alt = (img["alt"] or "").strip()
+        assert alt, f"{page}: an image without alt text: {img['src'][:80]}"
+        assert not re.search(r"\.(png|jpe?g|svg)$|_images/", alt), f"{page}: alt text is a file name: {alt!r}"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_has_no_error_output_and_no_javascript_error(browser, site, page):
+    _open(browser, site, page)
+    errors = browser.execute_script(
+        "return Array.from(document.querySelectorAll('.output.traceback, .output.error, .output.stderr'))"
+        ".map(e => e.innerText.slice(0, 300));")
+    assert not errors, f"{page}: error output in the page: {errors}"
+    text = browser.find_element("tag name", "main").text
+    assert "Traceback (most recent call last)" not in text, f"{page} shows a traceback"
+    own = [entry["message"] for entry in browser.get_log("browser")
+           if entry["level"] == "SEVERE" and site in entry["message"]]
+    assert not own, f"{page}: JavaScript errors from the book's own files: {own}"
+
+
+def _image_outputs(notebook: Path) -> int:
+    cells = json.loads(notebook.read_text())["cells"]
+    return sum(1 for cell in cells if cell["cell_type"] == "code"
+               for output in cell.get("outputs", []) if "image/png" in output.get("data", {}))
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_shows_every_figure_its_code_made(browser, site, chapter):
+    executed = EXECUTED / f"{chapter}.ipynb"
+    assert executed.exists(), f"no executed copy of {chapter} in {EXECUTED}"
+    _open(browser, site, chapter)
+    shown = [img for img in browser.execute_script(IMAGES_JS) if img["output"] and not img["slider"]]
+    made = _image_outputs(executed)
+    assert made > 0, f"{chapter} draws no figure"
+    assert len(shown) == made, f"{chapter}: the code made {made} figures, the page shows {len(shown)}"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_launch_button_opens_its_notebook_in_colab(browser, site, chapter):
+    _open(browser, site, chapter)
+    owner_repo = urllib.parse.urlparse(REPOSITORY["url"]).path.strip("/")
+    expected = (f"https://colab.research.google.com/github/{owner_repo}/blob/{REPOSITORY['branch']}/"
+                f"{chapter}.ipynb")
+    links = [a.get_attribute("href") for a in browser.find_elements("css selector", "a[href*='colab']")]
+    assert expected in links, f"{chapter}: no Colab launch link to {expected}; found {links}"
+    assert (ROOT / f"{chapter}.ipynb").exists()
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_internal_links_and_anchors_resolve(browser, site, page):
+    _open(browser, site, page)
+    hrefs = browser.execute_script("return Array.from(document.querySelectorAll('a[href]')).map(a => a.href);")
+    checked: dict[str, str] = {}
+    for href in hrefs:
+        if not href.startswith(site):
+            continue
+        target, _, fragment = href.partition("#")
+        if target not in checked:
+            status = _status(target)
+            assert status == 200, f"{page}: broken link {href} ({status})"
+            checked[target] = urllib.request.urlopen(target, timeout=10).read().decode("utf-8", "replace") \
+                if target.endswith(".html") else ""
+        if fragment and checked[target]:
+            anchor = urllib.parse.unquote(fragment)
+            assert re.search(rf'id="{re.escape(anchor)}"', checked[target]), f"{page}: no anchor #{anchor} in {target}"
+
+
+SLIDER_PAGES = [chapter for chapter in CHAPTERS
+                if "parameter_slider" in (ROOT / f"{chapter}.ipynb").read_text()
+                or "epsilon_explorer" in (ROOT / f"{chapter}.ipynb").read_text()]
+
+
+def _visible_frame(slider):
+    frames = [img for img in slider.find_elements("css selector", "img.advlib-slider-frame") if img.is_displayed()]
+    assert len(frames) == 1, f"{len(frames)} frames visible at once"
+    return frames[0]
+
+
+@pytest.mark.parametrize("chapter", SLIDER_PAGES)
+def test_dragging_a_slider_changes_the_picture(browser, site, chapter):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    assert SLIDER_PAGES, "no chapter has a slider"
+    _open(browser, site, chapter)
+    sliders = browser.find_elements("css selector", "div.advlib-slider")
+    assert sliders, f"{chapter} calls a slider but the page has none"
+    name = chapter.replace("/", "__")
+    for k, slider in enumerate(sliders):
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", slider)
+        rng = slider.find_element("css selector", "input[type=range]")
+        label = slider.find_element("css selector", "span")
+        before_value, before_label = rng.get_attribute("value"), label.text
+        before_src = _visible_frame(slider).get_attribute("src")
+        slider.screenshot(str(SCREENSHOTS / f"{name}__slider{k}_before.png"))
+        # drag the thumb from the left end to the right end, as a reader would with the mouse
+        width = rng.size["width"]
+        ActionChains(browser).move_to_element_with_offset(rng, -width // 2 + 2, 0).click_and_hold() \
+            .move_by_offset(width - 4, 0).release().perform()
+        after_value = rng.get_attribute("value")
+        assert after_value != before_value and after_value == rng.get_attribute("max"), \
+            f"{chapter}: slider {k} did not move ({before_value} -> {after_value})"
+        after_src = _visible_frame(slider).get_attribute("src")
+        assert after_src != before_src, f"{chapter}: slider {k} moved but the picture did not change"
+        assert label.text != before_label, f"{chapter}: slider {k}'s label still reads {before_label!r}"
+        slider.screenshot(str(SCREENSHOTS / f"{name}__slider{k}_after.png"))
+
+
+@pytest.mark.parametrize("term, page", [("perceptron", "chapters/01_perceptrons"),
+                                        ("smoothing", "chapters/13_randomized_smoothing")])
+def test_search_box_finds_the_chapter(browser, site, term, page):
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _open(browser, site, "book/intro")
+    buttons = [b for b in browser.find_elements("css selector", "button.search-button__button") if b.is_displayed()]
+    assert buttons, "the page has no search button"
+    buttons[0].click()  # opens the search dialog, as a reader's click does
+    box = WebDriverWait(browser, 10).until(
+        lambda d: next((b for b in d.find_elements("css selector", "input[name=q]") if b.is_displayed()), None))
+    box.send_keys(term, Keys.ENTER)
+    WebDriverWait(browser, 30).until(lambda d: "search.html" in d.current_url)
+    WebDriverWait(browser, 30).until(
+        lambda d: d.find_elements("css selector", "#search-results ul.search li")
+        or "did not match" in d.find_element("id", "search-results").text)
+    results = [a.get_attribute("href") for a in browser.find_elements("css selector", "#search-results ul.search li a")]
+    _screenshot(browser, f"search__{term}")
+    assert any(f"{page}.html" in href for href in results), f"searching {term!r} did not find {page}: {results}"
