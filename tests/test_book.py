@@ -84,3 +84,22 @@ def test_the_book_skips_what_make_test_leaves_behind():
     excluded = yaml.safe_load((ROOT / "_config.yml").read_text())["exclude_patterns"]
     for folder in (".pytest_cache", ".ruff_cache", ".venv", "_build", "data"):
         assert folder in excluded, folder
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.name)
+def test_chapter_draws_in_the_courses_style(chapter):
+    """Figures share one style: a chapter that draws with matplotlib itself sets advlib's style first."""
+    code = _cells(chapter, "code")
+    draws = [i for i, source in enumerate(code) if re.search(r"\bplt\.|\.subplots\(", source)]
+    styled = [i for i, source in enumerate(code) if "viz.use_style()" in source]
+    if draws:
+        assert styled and styled[0] <= draws[0], f"{chapter.name} draws before calling viz.use_style()"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.name)
+def test_chapter_says_how_long_it_takes_in_each_profile(chapter):
+    opening = _cells(chapter, "markdown")[0]
+    line = next((line for line in opening.splitlines() if line.startswith("**Run time.**")), None)
+    assert line, f"{chapter.name}: the opening cell has no '**Run time.**' line"
+    assert "quick profile" in line.lower() and "full profile" in line.lower(), f"{chapter.name}: {line}"
+    assert re.search(r"\d+ (s|min)", line), f"{chapter.name} gives no measured time: {line}"
