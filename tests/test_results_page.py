@@ -68,3 +68,53 @@ def test_the_recorded_runs_cover_every_table_chapter_at_its_current_code():
             assert all(table["outputs"] for table in record["tables"]), f"{path.stem}: a tagged cell printed nothing"
             assert record["source_sha256"] == reproduce.source_hash(path), \
                 f"{path.stem}'s code changed since it was recorded: python benchmarks/reproduce.py"
+
+
+def _notebook(path: Path, cells: list[tuple[str, str, list[str]]]) -> None:
+    nbformat = pytest.importorskip("nbformat")
+    notebook = nbformat.v4.new_notebook()
+    for kind, source, tags in cells:
+        cell = nbformat.v4.new_markdown_cell(source) if kind == "markdown" else nbformat.v4.new_code_cell(source)
+        cell.metadata["tags"] = tags
+        notebook.cells.append(cell)
+    nbformat.write(notebook, path)
+
+
+def test_reproduce_keeps_the_tagged_outputs_and_resumes(tmp_path, monkeypatch):
+    """A chapter runs in the asked profile; only its tagged cells' printed and Markdown outputs are kept; a second
+    run skips it; a change to its code (not to its prose) makes it run again."""
+    pytest.importorskip("nbclient")
+    reproduce = _load("reproduce")
+    chapters = tmp_path / "chapters"
+    chapters.mkdir()
+    chapter = chapters / "99_example.ipynb"
+    _notebook(chapter, [
+        ("markdown", "# 99. An example\n\nProse.", []),
+        ("code", "import os\nprint('not a table')", []),
+        ("code", "from IPython.display import Markdown, display\nprint('profile', os.environ['ADVLIB_PROFILE'])\n"
+                 "display(Markdown('| ours | paper |\\n|---|---|\\n| 1 | 2 |'))", [reproduce.TAG]),
+    ])
+    monkeypatch.setattr(reproduce, "CHAPTERS", chapters)
+    out = tmp_path / "reproduce-quick-test.json"
+    reproduce.main(["--profile", "quick", "--out", str(out)])
+    record = json.loads(out.read_text())["chapters"]["99_example"]
+    assert record["title"] == "99. An example"
+    assert record["tables"] == [{"cell": 2, "outputs": [
+        {"mime": "text/plain", "text": "profile quick\n"},
+        {"mime": "text/markdown", "text": "| ours | paper |\n|---|---|\n| 1 | 2 |"}]}]
+
+    ran = []
+    monkeypatch.setattr(reproduce, "run_chapter", lambda path, *args: ran.append(path.stem) or record)
+    reproduce.main(["--profile", "quick", "--out", str(out)])
+    assert ran == []  # recorded from the same code: nothing to run
+    notebook = json.loads(chapter.read_text())
+    notebook["cells"][0]["source"] = "# 99. An example\n\nOther prose."
+    chapter.write_text(json.dumps(notebook))
+    reproduce.main(["--profile", "quick", "--out", str(out)])
+    assert ran == []  # prose does not change the numbers
+    notebook["cells"][1]["source"] = "import os\nprint('changed code')"
+    chapter.write_text(json.dumps(notebook))
+    reproduce.main(["--profile", "quick", "--out", str(out)])
+    assert ran == ["99_example"]
+    with pytest.raises(SystemExit):  # a file of one profile is not continued in the other
+        reproduce.main(["--profile", "full", "--out", str(out)])
