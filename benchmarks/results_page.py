@@ -63,7 +63,8 @@ def chapter_titles(runs: dict[str, list[dict]]) -> dict[str, str]:
 def times_table(runs: dict[str, list[dict]], titles: dict[str, str]) -> str:
     """Each chapter's run time in each profile, one column per recorded run."""
     columns = [(profile, run) for profile in PROFILES for run in runs.get(profile, [])]
-    head = ["chapter", *(f"{profile}: {run['hardware']['device_name']}" for profile, run in columns)]
+    head = ["chapter", *(f"{profile}: {run['hardware']['device_name']}"
+                         + (" (CPU)" if run["hardware"]["device"] == "cpu" else "") for profile, run in columns)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for stem, title in titles.items():
         cells = [duration(run["chapters"][stem]["seconds"]) if stem in run["chapters"] else "not run"
@@ -105,7 +106,7 @@ numbers are comparable in kind (which attack is stronger, which defense holds), 
 - **Full profile** (the default on a GPU): the papers' settings.
 
 To reproduce: `python benchmarks/reproduce.py --profile quick` (or `--profile full` on a GPU), then
-`python benchmarks/results_page.py`. The run resumes where it stopped and re-runs a chapter whose source
+`python benchmarks/results_page.py`. The run resumes where it stopped and re-runs a chapter whose code
 changed.
 
 ## Run times"""
