@@ -13,13 +13,15 @@ device, the latest run is shown. Standard library only: no torch, no advlib.
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import math
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import NamedTuple
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import pages  # noqa: E402  (what both generated pages share)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -171,13 +173,6 @@ def cuda_devices(results_dir: Path) -> list[str]:
 
 # --- Markdown -----------------------------------------------------------------------------------------
 
-def table(headers: list[str], rows: list[list[str]]) -> str:
-    """A Markdown table."""
-    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def label(info: dict) -> str:
     """A machine's short name for the tables' first column: device name (device, host)."""
     host, device, name = machine(info)
@@ -245,7 +240,7 @@ def render_section(results_dir: Path, benchmark: Benchmark) -> str:
     if not runs:
         return "\n\n".join([*parts, "No results file records this benchmark yet."])
     rows = [[label(run.info), *row] for run in runs for row in benchmark.rows(run.entry)]
-    parts += [goals(runs, benchmark.at_most), table(["hardware", *benchmark.headers], rows),
+    parts += [goals(runs, benchmark.at_most), pages.table(["hardware", *benchmark.headers], rows),
               "\n".join(run_line(run, benchmark.script) for run in runs)]
     return "\n\n".join(part for part in parts if part)
 
@@ -483,34 +478,12 @@ def render(results_dir: str | Path = RESULTS) -> str:
     return "\n\n".join(sections) + "\n"
 
 
-def check(page: Path, fresh: str) -> int:
-    """0 when the committed page equals a fresh render; else 1, with a message and the start of the diff."""
-    name = page.relative_to(ROOT) if page.is_relative_to(ROOT) else page
-    if not page.is_file():
-        print(f"{name} is missing: run `{REGENERATE}`.", file=sys.stderr)
-        return 1
-    committed = page.read_text()
-    if committed == fresh:
-        print(f"{name} is up to date with benchmarks/results/.")
-        return 0
-    diff = difflib.unified_diff(committed.splitlines(), fresh.splitlines(), "committed", "fresh render", lineterm="")
-    print(f"{name} differs from a fresh render of benchmarks/results/: run `{REGENERATE}` and commit the page.",
-          file=sys.stderr)
-    print("\n".join(list(diff)[:40]), file=sys.stderr)
-    return 1
-
-
 def main(argv: list[str] | None = None) -> int:
     """Write ``book/performance.md`` from the results, or with ``--check`` compare it with a fresh render."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if the committed page differs from a fresh render")
     args = parser.parse_args(argv)
-    fresh = render(RESULTS)
-    if args.check:
-        return check(PAGE, fresh)
-    PAGE.write_text(fresh)
-    print(f"wrote {PAGE}")
-    return 0
+    return pages.write_or_check(PAGE, render(RESULTS), REGENERATE, args.check)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,9 @@ import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import pages  # noqa: E402  (what both generated pages share)
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 PAGE = ROOT / "book" / "results.md"
@@ -65,12 +68,10 @@ def times_table(runs: dict[str, list[dict]], titles: dict[str, str]) -> str:
     columns = [(profile, run) for profile in PROFILES for run in runs.get(profile, [])]
     head = ["chapter", *(f"{profile}: {run['hardware']['device_name']}"
                          + (" (CPU)" if run["hardware"]["device"] == "cpu" else "") for profile, run in columns)]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for stem, title in titles.items():
-        cells = [duration(run["chapters"][stem]["seconds"]) if stem in run["chapters"] else "not run"
-                 for _, run in columns]
-        lines.append(f"| [{title}](../chapters/{stem}.ipynb) | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    rows = [[f"[{title}](../chapters/{stem}.ipynb)",
+             *(duration(run["chapters"][stem]["seconds"]) if stem in run["chapters"] else "not run"
+               for _, run in columns)] for stem, title in titles.items()]
+    return pages.table(head, rows)
 
 
 def chapter_section(stem: str, title: str, runs: dict[str, list[dict]]) -> str:
@@ -122,19 +123,12 @@ changed.
     return "\n\n".join([intro, times_table(runs, titles) + note, build, *sections]) + "\n"
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="fail if the committed page differs from the data")
     args = parser.parse_args(argv)
-    page = render()
-    if args.check:
-        if not PAGE.exists() or PAGE.read_text() != page:
-            sys.exit(f"{PAGE} is out of date with {RESULTS}/reproduce-*.json: run python benchmarks/results_page.py")
-        print(f"{PAGE} is up to date")
-        return
-    PAGE.write_text(page)
-    print(f"wrote {PAGE}")
+    return pages.write_or_check(PAGE, render(), "python benchmarks/results_page.py", args.check)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
