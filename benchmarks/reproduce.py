@@ -67,23 +67,16 @@ def table_outputs(cell) -> list[dict]:
 def run_chapter(path: Path, profile: str, timeout: int) -> dict:
     """Execute one chapter in ``profile`` (a progress bar over its cells); return its tables and run time."""
     notebook = nbformat.read(path, as_version=4)
-    env = {"ADVLIB_PROFILE": profile, "ADVLIB_SLIDER": "static", "ADVLIB_PROGRESS": "0"}
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)  # the kernel nbclient starts inherits them
+    env = os.environ | {"ADVLIB_PROFILE": profile, "ADVLIB_SLIDER": "static", "ADVLIB_PROGRESS": "0"}
     cells = tqdm(total=len(notebook.cells), desc=path.stem, unit="cell", leave=False)
     client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(CHAPTERS)}},
                             on_cell_executed=lambda **_: cells.update())
     started = time.perf_counter()
     try:
-        client.execute()
+        client.execute(env=env)  # the kernel's environment: ours, with the profile set
     finally:
         cells.close()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     seconds = time.perf_counter() - started
     tables = [{"cell": index, "outputs": table_outputs(cell)} for index, cell in enumerate(notebook.cells)
               if TAG in cell.get("metadata", {}).get("tags", [])]
@@ -104,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if args.profile == "full" and device.type != "cuda":
         print("note: the full profile on a CPU uses the papers' sizes and takes days", file=sys.stderr)
-    out = args.out or bench.RESULTS / f"reproduce-{args.profile}-{bench.hardware(device)['host']}.json"
+    out = bench.results_file(args, f"reproduce-{args.profile}")
 
     chapters = table_chapters()
     if args.only:
