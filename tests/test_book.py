@@ -7,25 +7,11 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
+from repository import book_config, book_pages
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "chapters").glob("*.ipynb"))
 BIB = (ROOT / "book" / "references.bib").read_text()
-
-
-def _toc_files(node) -> list[str]:
-    files = []
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in ("file", "root"):
-                files.append(value)
-            else:
-                files.extend(_toc_files(value))
-    elif isinstance(node, list):
-        for item in node:
-            files.extend(_toc_files(item))
-    return files
 
 
 def _cells(path: Path, kind: str) -> list[str]:
@@ -38,7 +24,7 @@ def test_there_are_chapters():
 
 
 def test_every_chapter_and_page_is_in_the_toc():
-    toc = _toc_files(yaml.safe_load((ROOT / "_toc.yml").read_text()))
+    toc = book_pages()
     for chapter in CHAPTERS:
         assert f"chapters/{chapter.stem}" in toc, f"{chapter.name} is missing from _toc.yml"
     for entry in toc:
@@ -55,7 +41,7 @@ def test_chapter_is_committed_without_outputs(chapter):
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.name)
 def test_chapter_installs_advlib_on_colab_only_from_the_books_repository(chapter):
-    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    url = book_config()["repository"]["url"]
     first = _cells(chapter, "code")[0]
     assert 'if "google.colab" in sys.modules:' in first
     assert f"git+{url}" in first, f"{chapter.name} installs advlib from elsewhere than {url}"
@@ -81,7 +67,7 @@ def test_chapter_title_and_citations(chapter):
 def test_the_book_skips_what_make_test_leaves_behind():
     """``make test`` leaves .pytest_cache (with a README.md) and .ruff_cache in the checkout; a later
     ``make book`` (``--warningiserror``) must not read them as pages of the book."""
-    excluded = yaml.safe_load((ROOT / "_config.yml").read_text())["exclude_patterns"]
+    excluded = book_config()["exclude_patterns"]
     for folder in (".pytest_cache", ".ruff_cache", ".venv", "_build", "data"):
         assert folder in excluded, folder
 

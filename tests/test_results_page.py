@@ -5,25 +5,18 @@ renders from ``benchmarks/results/reproduce-*.json``, and those records match th
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import pytest
+from repository import benchmark_script
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-results_page = _load("results_page")
+results_page = benchmark_script("results_page")
 
 
 def test_the_committed_results_page_is_rendered_from_the_recorded_runs():
@@ -52,7 +45,7 @@ def test_the_recorded_runs_cover_every_table_chapter_at_its_current_code():
     profile) comes from today's code, with one non-empty table per tagged cell: a chapter whose code changed
     must be reproduced again."""
     pytest.importorskip("nbclient")
-    reproduce = _load("reproduce")
+    reproduce = benchmark_script("reproduce")
     chapters = reproduce.table_chapters()
     assert len(chapters) >= 8, [path.name for path in chapters]
     runs = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("reproduce-*.json"))]
@@ -84,7 +77,7 @@ def test_reproduce_keeps_the_tagged_outputs_and_resumes(tmp_path, monkeypatch):
     """A chapter runs in the asked profile; only its tagged cells' printed and Markdown outputs are kept; a second
     run skips it; a change to its code (not to its prose) makes it run again."""
     pytest.importorskip("nbclient")
-    reproduce = _load("reproduce")
+    reproduce = benchmark_script("reproduce")
     chapters = tmp_path / "chapters"
     chapters.mkdir()
     chapter = chapters / "99_example.ipynb"
