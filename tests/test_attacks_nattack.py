@@ -2,7 +2,7 @@
 distribution, from the model's outputs alone.
 
 It works on a model whose output carries no gradient, fools a good fraction of a small MLP's correct
-answers, keeps the contract (ball and box, inputs unchanged, mode restored, bad input), and a batch equals
+answers, goes on to a margin of -kappa when asked for a confidence, keeps the contract (ball and box, inputs unchanged, mode restored, bad input), and a batch equals
 its images attacked one by one under the same seed; its counter-based Gaussians are standard normal.
 Small populations and few iterations keep the file fast.
 """
@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from advlib.attacks import nattack, pgd
+from advlib.attacks import core, nattack, pgd
 from advlib.attacks.nattack import _gaussians
 
 EPS = 0.1
@@ -85,6 +85,25 @@ def test_early_stop_and_iters_zero(trained):
             assert wall.calls == 1 and (out - start).abs().max() < 5e-3
 
 
+def test_confidence_kappa_goes_past_the_first_success(trained):
+    """With kappa = 0 an image stops as soon as it is misclassified, barely past the boundary; with kappa = 2 it
+    stops only at a margin of -2 or below (Carlini and Wagner's confidence), so its margins are far lower."""
+    model, x, y = trained
+    margins = {}
+    for kappa in (0.0, 2.0):
+        x_adv = nattack(model, x, y, EPS, popsize=40, iters=80, kappa=kappa, generator=seeded())
+        assert (x_adv - x).abs().max() <= EPS + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+        with torch.no_grad():
+            logits = model(x_adv)
+        fooled = (logits.argmax(1) != y) & (predict(model, x) == y)
+        margins[kappa] = core.margin(logits, y, kappa=float("inf"))[fooled]
+        assert len(margins[kappa]) >= 10
+    assert margins[0.0].median() > -0.5, margins[0.0]  # stopped just past the boundary
+    # with the confidence, many reach -2 within the 80 iterations, and the typical margin is far lower
+    assert (margins[2.0] <= -2.0 + 1e-5).float().mean() >= 0.4, margins[2.0]
+    assert margins[2.0].median() < margins[0.0].median() - 1.0, margins
+
+
 def test_targeted_reaches_targets_sometimes(trained):
     model, x, y = trained
     target = (y + 1) % 10
@@ -116,7 +135,8 @@ def test_mode_restored_and_model_untouched(trained):
 
 
 @pytest.mark.parametrize("bad", [{"eps": -0.1}, {"popsize": 1}, {"popsize": 2.5}, {"sigma": 0.0}, {"lr": -1.0},
-                                 {"iters": -1}, {"chunk": 0}, {"generator": "seed"}])
+                                 {"iters": -1}, {"chunk": 0}, {"generator": "seed"}, {"kappa": -1.0},
+                                 {"kappa": float("inf")}])
 def test_bad_arguments_raise(trained, bad):
     model, x, y = trained
     kwargs = {"eps": EPS, **bad}

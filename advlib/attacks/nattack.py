@@ -44,7 +44,7 @@ MU_INIT_STD = 0.001  # the paper's initial mean: N(0, 0.001^2) per coordinate
 
 
 def nattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, popsize: int = 300,
-            sigma: float = 0.1, lr: float = 0.02, iters: int = 500, targeted: bool = False, *,
+            sigma: float = 0.1, lr: float = 0.02, iters: int = 500, targeted: bool = False, *, kappa: float = 0.0,
             generator: torch.Generator | None = None, chunk: int | None = None) -> torch.Tensor:
     """NATTACK of Li et al. (2019, Alg. 1), Linf: natural evolution strategies on the mean mu of a Gaussian
     search distribution in tanh space, using only the model's outputs (never its gradients).
@@ -57,7 +57,8 @@ def nattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, pops
     3. scores them with the paper's loss f_j = max(0, log p_y(x'_j) - max_{c != y} log p_c(x'_j)), equal to
        Carlini and Wagner's margin on the logits clipped at 0 (log-softmax differences are logit
        differences; :func:`core.margin` with kappa = 0); targeted (``y`` the targets):
-       max(0, max_{c != t} log p_c - log p_t);
+       max(0, max_{c != t} log p_c - log p_t). With a confidence ``kappa`` > 0 the floor 0 becomes -kappa
+       (Carlini and Wagner's kappa, :func:`core.margin`): the search goes on until the margin reaches -kappa;
     4. z-scores the losses over the population, A_j = (f_j - mean f) / (std f + 1e-7), and steps
        mu <- mu - lr / (P sigma) sum_j A_j z_j (``lr`` the paper's learning rate eta).
 
@@ -71,8 +72,15 @@ def nattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, pops
 
     Early stop, per image: at the start of every iteration the candidate at mu itself, Pi((tanh(w + mu) +
     1) / 2), is evaluated as in the authors' code, and the image stops when it is misclassified (targeted:
-    classified as the target). A sampled candidate that succeeds also stops its image (the first such slot),
-    at no extra cost: the attack asks only for an adversarial example in the ball. Returned: the successful
+    classified as the target) with a margin of at most -kappa. A sampled candidate that succeeds also stops its
+    image (the first such slot), at no extra cost: the attack asks only for an adversarial example in the ball.
+
+    A randomized model (:class:`advlib.defenses.RandomResizePad`) answers every query with one draw of its
+    randomness, so a candidate that fools one draw need not fool the next, and with kappa = 0 the attack stops
+    on such lucky draws. Query it through Expectation over Transformation instead,
+    ``nattack(eot(model, samples=k, average="probs"), ...)`` (:func:`advlib.attacks.eot`: the log of the mean
+    probabilities over k draws, still outputs only), with a confidence kappa > 0, so that an image stops only
+    when the mean vote is wrong by a margin that fresh draws keep. Returned: the successful
     candidate, or, for an image not fooled after ``iters`` iterations, the candidate at its final mu.
     ``iters=0`` evaluates the candidate at the initial mu only.
 
@@ -83,11 +91,13 @@ def nattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, pops
 
     Runs the model in eval mode, under ``torch.no_grad``, on the model's device, and restores its mode;
     returns a detached tensor on ``x``'s device in [0,1] and in the eps-ball; never modifies ``x`` or ``y``.
-    Raises ``ValueError`` for a negative eps, ``popsize`` < 2, ``sigma`` <= 0, ``lr`` <= 0, ``iters`` not a
-    whole number >= 0, ``chunk`` < 1, images outside [0,1], batch sizes that differ, or a generator not on
-    the CPU.
+    Raises ``ValueError`` for a negative eps, a kappa that is negative or not finite, ``popsize`` < 2,
+    ``sigma`` <= 0, ``lr`` <= 0, ``iters`` not a whole number >= 0, ``chunk`` < 1, images outside [0,1], batch
+    sizes that differ, or a generator not on the CPU.
     """
-    core.check_attack_inputs(model, x, y, eps=eps)
+    core.check_attack_inputs(model, x, y, eps=eps, kappa=kappa)
+    if not math.isfinite(kappa):
+        raise ValueError(f"kappa must be a finite confidence >= 0, got {kappa}")
     for name, value, low in (("popsize", popsize, 2), ("iters", iters, 0)):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or int(value) != value or value < low:
             raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
@@ -119,7 +129,10 @@ def nattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, pops
         return torch.max(torch.min(z, hi[rows][extra]), lo[rows][extra])
 
     def succeeded(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return (logits.argmax(dim=1) == labels) if targeted else (logits.argmax(dim=1) != labels)
+        decided = (logits.argmax(dim=1) == labels) if targeted else (logits.argmax(dim=1) != labels)
+        if kappa > 0:
+            decided &= core.margin(logits, labels, targeted=targeted, kappa=math.inf) <= -kappa
+        return decided
 
     mu = MU_INIT_STD * _gaussians(seeds, 0, torch.zeros(n, dtype=torch.long, device=device), d, x0.dtype)
     result = torch.empty_like(flat)
@@ -145,7 +158,7 @@ def nattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, pops
                 cand = candidates(rows, mu[rows][:, None] + sigma * z).view(g * popsize, d)
                 labels = y0[rows].repeat_interleave(popsize)
                 logits = torch.cat([model(cand[s:s + chunk].view(-1, *shape)) for s in range(0, len(cand), chunk)])
-                loss = core.margin(logits, labels, targeted=targeted, kappa=0.0).view(g, popsize)
+                loss = core.margin(logits, labels, targeted=targeted, kappa=kappa).view(g, popsize)
                 won = succeeded(logits, labels).view(g, popsize)
                 # an image with a successful sample stops here, with its first successful candidate
                 hit = won.any(dim=1)
