@@ -2,8 +2,9 @@
 distribution, from the model's outputs alone.
 
 It works on a model whose output carries no gradient, fools a good fraction of a small MLP's correct
-answers, goes on to a margin of -kappa when asked for a confidence, keeps the contract (ball and box, inputs unchanged, mode restored, bad input), and a batch equals
-its images attacked one by one under the same seed; its counter-based Gaussians are standard normal.
+answers, goes on to a margin of -kappa when asked for a confidence, keeps the contract (ball and box,
+inputs unchanged, mode restored, bad input), and a batch equals its images attacked one by one under the
+same seed; its counter-based Gaussians are standard normal.
 Small populations and few iterations keep the file fast.
 """
 
