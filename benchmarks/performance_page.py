@@ -164,10 +164,11 @@ def hardware_records(data) -> Iterable[dict]:
 
 
 def cuda_devices(results_dir: Path) -> list[str]:
-    """The names of the CUDA devices any results file was measured on."""
+    """The names of the CUDA devices the page's own results files (those of ``SCRIPTS``, not the chapter
+    reproductions beside them) were measured on."""
     names = {str(hardware.get("device_name") or hardware.get("device"))
-             for path in sorted(results_dir.glob("*.json")) for hardware in hardware_records(load(path))
-             if str(hardware.get("device", "")).startswith("cuda")}
+             for script in SCRIPTS for path in sorted(results_dir.glob(f"{script}-*.json"))
+             for hardware in hardware_records(load(path)) if str(hardware.get("device", "")).startswith("cuda")}
     return sorted(names)
 
 
