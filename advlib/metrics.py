@@ -372,7 +372,9 @@ def gradient_masking_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, 
       1 - ``tolerance`` of the correctly classified examples. An unbounded attack must always succeed;
     - ``"black_box"``: a gradient-free attack (``black_box(model, x, y)``, by default :func:`NATTACK
       <advlib.attacks.nattack>` at eps, population 50, 200 iterations) leaves an accuracy more than
-      ``tolerance`` below white-box PGD's at eps. A black-box attack should be weaker than a white-box one;
+      ``tolerance`` below white-box PGD's at eps. A black-box attack should be weaker than a white-box one.
+      For a randomized model, pass one that queries through EOT with a confidence (:func:`advlib.attacks.nattack`
+      says why), ``lambda m, x, y: nattack(eot(m, 8, average="probs"), x, y, eps, kappa=8)``;
     - ``"eps_growth"``: PGD accuracy does not fall as eps grows, over eps/2, eps, 2 eps, 4 eps (those below
       1) and 1: it rises by more than ``tolerance`` from one eps to the next, or at 4 eps (or the largest
       below 1) it still keeps more than half the clean accuracy, flat;
