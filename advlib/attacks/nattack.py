@@ -129,10 +129,9 @@ def nattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, pops
         return torch.max(torch.min(z, hi[rows][extra]), lo[rows][extra])
 
     def succeeded(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        decided = (logits.argmax(dim=1) == labels) if targeted else (logits.argmax(dim=1) != labels)
-        if kappa > 0:
-            decided &= core.margin(logits, labels, targeted=targeted, kappa=math.inf) <= -kappa
-        return decided
+        if kappa > 0:  # a margin of at most -kappa < 0 already puts the decision where the adversary wants it
+            return core.margin(logits, labels, targeted=targeted, kappa=math.inf) <= -kappa
+        return (logits.argmax(dim=1) == labels) if targeted else (logits.argmax(dim=1) != labels)
 
     mu = MU_INIT_STD * _gaussians(seeds, 0, torch.zeros(n, dtype=torch.long, device=device), d, x0.dtype)
     result = torch.empty_like(flat)
