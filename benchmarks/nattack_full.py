@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -39,14 +38,11 @@ def seeded() -> torch.Generator:
     return torch.Generator().manual_seed(0)
 
 
-def timed(fn):
-    """(fn(), its wall seconds), the GPU's queued work included."""
-    synchronize = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    synchronize()
-    started = time.perf_counter()
-    result = fn()
-    synchronize()
-    return result, time.perf_counter() - started
+def timed(fn, device: torch.device):
+    """(fn(), its seconds): :func:`bench.timed` (the run's clock, the device synchronised), keeping the result."""
+    result = []
+    seconds = bench.timed(lambda: result.append(fn()), device)
+    return result[0], seconds
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,9 +67,9 @@ def main(argv: list[str] | None = None) -> None:
 
     rows = {}
     for label, model in {"no defense": natural, "quantization": quantized, "randomization": randomized}.items():
-        x_pgd, pgd_s = timed(lambda m=model: pgd(m, x, y, EPS, EPS / 4, 20, generator=seeded()))
+        x_pgd, pgd_s = timed(lambda m=model: pgd(m, x, y, EPS, EPS / 4, 20, generator=seeded()), device)
         x_nat, nattack_s = timed(lambda m=model: nattack(m, x, y, EPS, popsize=POPSIZE, iters=ITERS,
-                                                         generator=seeded()))
+                                                         generator=seeded()), device)
         rows[label] = {"images": len(x), "clean": metrics.accuracy(model, x, y),
                        "pgd20": metrics.accuracy(model, x_pgd, y), "nattack": metrics.accuracy(model, x_nat, y),
                        "pgd_seconds": pgd_s, "nattack_seconds": nattack_s}
@@ -83,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     query = eot(randomized, samples=args.eot_samples, average="probs")
     for kappa in (0.0, args.kappa):
         x_eot, seconds = timed(lambda k=kappa: nattack(query, xe, ye, EPS, popsize=POPSIZE, iters=ITERS, kappa=k,
-                                                       generator=seeded()))
+                                                       generator=seeded()), device)
         draws = [metrics.accuracy(randomized, x_eot, ye) for _ in range(5)]
         label = f"randomization, NATTACK through EOT-{args.eot_samples}" + (f", confidence {kappa:g}" if kappa else "")
         rows[label] = {"images": len(xe), "clean": metrics.accuracy(randomized, xe, ye), "kappa": kappa,
