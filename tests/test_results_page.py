@@ -10,9 +10,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from repository import benchmark_script
+from repository import ROOT, benchmark_script
 
-ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
 
