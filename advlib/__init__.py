@@ -1,9 +1,11 @@
 """advlib: real, batched attacks, defenses and certificates for the course on adversarial examples.
 
-Modules (one concept each): ``config`` (device, run profile, data folder), ``data`` (datasets as
-[0,1] tensors), ``models`` (the networks of the talk), ``metrics`` (accuracy), ``train`` (training
-loops), ``zoo`` (named models trained on first use and cached), ``viz`` (figures), ``certify``
-(certified bounds), ``smoothing`` (randomized smoothing).
+Modules (one concept each): ``config`` (device, run profile, data folder), ``utils`` (shared validators),
+``data`` (datasets as [0,1] tensors), ``models`` (the networks of the talk), ``attacks`` (the attacks,
+one contract), ``certify`` (certified bounds), ``smoothing`` (randomized smoothing), ``metrics``
+(arithmetic on predictions: accuracy, norms, intervals), ``evaluate`` (attacks and bounds run over a
+dataset), ``train`` (training loops), ``defenses``, ``zoo`` (named models trained on first use and
+cached), ``viz`` (figures).
 Submodules load on first use (``advlib.zoo`` imports what it needs), so ``import advlib`` is cheap and
 ``python -m advlib.data fetch NAME`` runs its module exactly once.
 """
@@ -11,7 +13,8 @@ Submodules load on first use (``advlib.zoo`` imports what it needs), so ``import
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ["certify", "config", "data", "metrics", "models", "smoothing", "train", "viz", "zoo"]
+__all__ = ["attacks", "certify", "config", "data", "defenses", "evaluate", "metrics", "models", "smoothing", "train",
+           "utils", "viz", "zoo"]
 
 
 def __getattr__(name: str):

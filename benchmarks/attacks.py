@@ -217,8 +217,8 @@ def time_pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: t
             x_var = images.clone().requires_grad_(True)
             torch.autograd.grad(F.cross_entropy(model(x_var), y, reduction="sum"), x_var)
 
-    runs = {"limit": lambda: passes(x_visited), "ours": lambda: pgd(model, x, y, eps, alpha, steps),
-            "ours_last": lambda: pgd(model, x, y, eps, alpha, steps, keep="last"),
+    runs = {"limit": lambda: passes(x_visited), "ours": lambda: pgd(model, x, y, eps=eps, alpha=alpha, steps=steps),
+            "ours_last": lambda: pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, keep="last"),
             "torchattacks": lambda: attack(x, y), "limit_clean": lambda: passes(x)}
     for fn in runs.values():  # warm up (allocator, kernels, lazy imports)
         fn()
@@ -393,7 +393,7 @@ def time_one_pixel(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, pix
         return attack(x, y)
 
     runs = {
-        "ours": lambda: one_pixel(model, x, y, pixels=pixels, popsize=popsize, iters=iters,
+        "ours": lambda: one_pixel(model, x, y, pixels=pixels, popsize=popsize, steps=iters,
                                   generator=torch.Generator().manual_seed(0)),
         "torchattacks": theirs,
     }

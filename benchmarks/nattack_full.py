@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> None:
 
     rows = {}
     for label, model in {"no defense": natural, "quantization": quantized, "randomization": randomized}.items():
-        x_pgd, pgd_s = timed(lambda m=model: pgd(m, x, y, EPS, EPS / 4, 20, generator=seeded()), device)
-        x_nat, nattack_s = timed(lambda m=model: nattack(m, x, y, EPS, popsize=POPSIZE, iters=ITERS,
+        x_pgd, pgd_s = timed(lambda m=model: pgd(m, x, y, eps=EPS, alpha=EPS / 4, steps=20, generator=seeded()), device)
+        x_nat, nattack_s = timed(lambda m=model: nattack(m, x, y, eps=EPS, popsize=POPSIZE, steps=ITERS,
                                                          generator=seeded()), device)
         rows[label] = {"images": len(x), "clean": metrics.accuracy(model, x, y),
                        "pgd20": metrics.accuracy(model, x_pgd, y), "nattack": metrics.accuracy(model, x_nat, y),
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     xe, ye = x[:args.eot_images], y[:args.eot_images]
     query = eot(randomized, samples=args.eot_samples, average="probs")
     for kappa in (0.0, args.kappa):
-        x_eot, seconds = timed(lambda k=kappa: nattack(query, xe, ye, EPS, popsize=POPSIZE, iters=ITERS, kappa=k,
+        x_eot, seconds = timed(lambda k=kappa: nattack(query, xe, ye, eps=EPS, popsize=POPSIZE, steps=ITERS, kappa=k,
                                                        generator=seeded()), device)
         draws = [metrics.accuracy(randomized, x_eot, ye) for _ in range(5)]
         label = f"randomization, NATTACK through EOT-{args.eot_samples}" + (f", confidence {kappa:g}" if kappa else "")

@@ -48,15 +48,15 @@ def pgd_linf(model, x, y, **kw):
 
 
 ATTACKS = {
-    "fgsm": lambda model, x, y, eps: fgsm(model, x, y, eps),
-    "fgsm-targeted-margin": lambda model, x, y, eps: fgsm(model, x, other_labels(y), eps, targeted=True, loss="margin"),
-    "pgd-linf": lambda model, x, y, eps: pgd(model, x, y, eps, eps / 4, 10, generator=seeded()),
-    "pgd-linf-restarts-margin": lambda model, x, y, eps: pgd(model, x, y, eps, eps / 4, 5, restarts=2, loss="margin",
+    "fgsm": lambda model, x, y, eps: fgsm(model, x, y, eps=eps),
+    "fgsm-targeted-margin": lambda model, x, y, eps: fgsm(model, x, other_labels(y), eps=eps, targeted=True, loss="margin"),
+    "pgd-linf": lambda model, x, y, eps: pgd(model, x, y, eps=eps, alpha=eps / 4, steps=10, generator=seeded()),
+    "pgd-linf-restarts-margin": lambda model, x, y, eps: pgd(model, x, y, eps=eps, alpha=eps / 4, steps=5, restarts=2, loss="margin",
                                                              generator=seeded()),
-    "pgd-linf-targeted": lambda model, x, y, eps: pgd(model, x, other_labels(y), eps, eps / 4, 10, targeted=True,
+    "pgd-linf-targeted": lambda model, x, y, eps: pgd(model, x, other_labels(y), eps=eps, alpha=eps / 4, steps=10, targeted=True,
                                                       generator=seeded()),
-    "pgd-l2": lambda model, x, y, eps: pgd(model, x, y, 10 * eps, 2.5 * eps, 10, norm="l2", generator=seeded()),
-    "pgd-l2-no-start": lambda model, x, y, eps: pgd(model, x, y, 10 * eps, 2.5 * eps, 10, norm="l2",
+    "pgd-l2": lambda model, x, y, eps: pgd(model, x, y, eps=10 * eps, alpha=2.5 * eps, steps=10, norm="l2", generator=seeded()),
+    "pgd-l2-no-start": lambda model, x, y, eps: pgd(model, x, y, eps=10 * eps, alpha=2.5 * eps, steps=10, norm="l2",
                                                     random_start=False),
 }
 L2_ATTACKS = {"pgd-l2", "pgd-l2-no-start"}
@@ -151,7 +151,7 @@ def test_seed_repeats_and_random_start_is_random(trained):
 def test_random_start_is_uniform_in_the_ball(trained, norm):
     model, x, y = trained
     eps = 0.05 if norm == "linf" else 2.0
-    start = pgd(model, x, y, eps, 0.0, 0, norm=norm, generator=seeded(0))  # steps=0: the random start itself
+    start = pgd(model, x, y, eps=eps, alpha=0.0, steps=0, norm=norm, generator=seeded(0))  # steps=0: the random start itself
     delta = start - x
     if norm == "linf":
         inside = (x > eps) & (x < 1 - eps)  # pixels the box does not clip
@@ -201,8 +201,8 @@ def test_pgd_bad_arguments_raise(trained, case):
 def test_bad_images_and_labels_raise(trained, attack):
     model, x, y = trained
     x, y = x[:4], y[:4]
-    run = (lambda xx, yy, **kw: fgsm(model, xx, yy, 0.1, **kw)) if attack == "fgsm" else \
-        (lambda xx, yy, **kw: pgd(model, xx, yy, 0.1, 0.01, 3, **kw))
+    run = (lambda xx, yy, **kw: fgsm(model, xx, yy, eps=0.1, **kw)) if attack == "fgsm" else \
+        (lambda xx, yy, **kw: pgd(model, xx, yy, eps=0.1, alpha=0.01, steps=3, **kw))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         run(x * 2 - 0.5, y)
     with pytest.raises(ValueError, match="labels"):
@@ -212,7 +212,7 @@ def test_bad_images_and_labels_raise(trained, attack):
     with pytest.raises(ValueError, match="loss"):
         run(x, y, loss="hinge")
     with pytest.raises(ValueError, match="eps"):
-        (fgsm(model, x, y, -0.1) if attack == "fgsm" else pgd(model, x, y, -0.1, 0.01, 3))
+        (fgsm(model, x, y, eps=-0.1) if attack == "fgsm" else pgd(model, x, y, eps=-0.1, alpha=0.01, steps=3))
 
 
 # --- agreement with references --------------------------------------------------------------------
@@ -226,7 +226,7 @@ def test_fgsm_is_its_closed_form(trained, targeted):
     (grad,) = torch.autograd.grad(F.cross_entropy(model(x_var), labels, reduction="sum"), x_var)
     sign = -grad.sign() if targeted else grad.sign()
     expected = (x + eps * sign).clamp(0, 1)
-    assert torch.equal(fgsm(model, x, labels, eps, targeted=targeted), expected)
+    assert torch.equal(fgsm(model, x, labels, eps=eps, targeted=targeted), expected)
 
 
 def test_fgsm_margin_is_its_closed_form(trained):
@@ -237,7 +237,7 @@ def test_fgsm_margin_is_its_closed_form(trained):
     others = logits.clone()
     others[torch.arange(len(y)), y] = float("-inf")
     (grad,) = torch.autograd.grad((others.max(1).values - own).sum(), x_var)  # ascend minus the margin
-    assert torch.equal(fgsm(model, x, y, 0.05, loss="margin"), (x + 0.05 * grad.sign()).clamp(0, 1))
+    assert torch.equal(fgsm(model, x, y, eps=0.05, loss="margin"), (x + 0.05 * grad.sign()).clamp(0, 1))
 
 
 def plain_pgd_last_iterate(model, x, y, eps, alpha, steps):
@@ -268,7 +268,7 @@ def test_pgd_keeps_the_best_iterate_of_madry_trajectory(trained):
     model, x, y = trained
     eps, alpha, steps = 0.08, 0.02, 10
     reference = plain_pgd_last_iterate(model, x, y, eps, alpha, steps)
-    ours = pgd(model, x, y, eps, alpha, steps, random_start=False)
+    ours = pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, random_start=False)
     ours_score, ref_score = goal_and_loss(model, ours, y), goal_and_loss(model, reference, y)
     assert at_least_as_good(ours_score, ref_score).all()
     # on the same trajectory, the best iterate is often the last one: most examples agree exactly
@@ -281,13 +281,13 @@ def test_keep_last_is_madry_last_iterate(trained):
     model, x, y = trained
     eps, alpha, steps = 0.08, 0.02, 10
     reference = plain_pgd_last_iterate(model, x, y, eps, alpha, steps)
-    ours = pgd(model, x, y, eps, alpha, steps, random_start=False, keep="last")
+    ours = pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, random_start=False, keep="last")
     assert torch.allclose(ours, reference, atol=1e-6)
     assert not ours.requires_grad
     # with a random start: in the ball and the box, and the same start as keep="best" under one seed
-    last = pgd(model, x, y, eps, alpha, 1, keep="last", generator=seeded(3))
+    last = pgd(model, x, y, eps=eps, alpha=alpha, steps=1, keep="last", generator=seeded(3))
     assert (last - x).abs().max() <= eps + 1e-6 and last.min() >= 0 and last.max() <= 1
-    start = pgd(model, x, y, eps, alpha, 0, keep="last", generator=seeded(3))
+    start = pgd(model, x, y, eps=eps, alpha=alpha, steps=0, keep="last", generator=seeded(3))
     first_step = start + alpha * core.input_gradient(model, start, y)[0].sign()
     assert torch.allclose(last, core.project_linf(first_step, x, eps), atol=1e-6)
 
@@ -295,8 +295,8 @@ def test_keep_last_is_madry_last_iterate(trained):
 def test_pgd_at_least_as_strong_as_fgsm(trained):
     model, x, y = trained
     for eps in (0.03, 0.1, 0.2):
-        acc_fgsm = accuracy(model, fgsm(model, x, y, eps), y)
-        acc_pgd = accuracy(model, pgd(model, x, y, eps, eps / 4, 20, generator=seeded()), y)
+        acc_fgsm = accuracy(model, fgsm(model, x, y, eps=eps), y)
+        acc_pgd = accuracy(model, pgd(model, x, y, eps=eps, alpha=eps / 4, steps=20, generator=seeded()), y)
         assert acc_pgd <= acc_fgsm, (eps, acc_pgd, acc_fgsm)
     assert acc_pgd < accuracy(model, x, y) - 0.3  # at eps 0.2 the attack breaks the model
 
@@ -307,7 +307,7 @@ def test_pgd_at_least_as_strong_as_torchattacks(trained):
     torchattacks = pytest.importorskip("torchattacks")
     model, x, y = trained
     for eps in (0.05, 0.1):
-        ours = accuracy(model, pgd(model, x, y, eps, eps / 4, 20, generator=seeded()), y)
+        ours = accuracy(model, pgd(model, x, y, eps=eps, alpha=eps / 4, steps=20, generator=seeded()), y)
         torch.manual_seed(0)
         theirs = accuracy(model, torchattacks.PGD(model, eps=eps, alpha=eps / 4, steps=20, random_start=True)(x, y), y)
         assert ours <= theirs + 0.01, (eps, ours, theirs)
@@ -367,7 +367,7 @@ def test_targeted_pgd_reaches_its_targets(trained):
     model, x, y = trained
     targets = other_labels(y, seed=1)
     for loss in ("ce", "margin"):
-        x_adv = pgd(model, x, targets, 0.3, 0.02, 40, targeted=True, loss=loss, generator=seeded())
+        x_adv = pgd(model, x, targets, eps=0.3, alpha=0.02, steps=40, targeted=True, loss=loss, generator=seeded())
         assert accuracy(model, x_adv, targets) >= 0.9, loss
     assert accuracy(model, x, targets) < 0.05  # the targets are not what the model said already
 
@@ -375,10 +375,10 @@ def test_targeted_pgd_reaches_its_targets(trained):
 def test_margin_loss_variant_breaks_the_model(trained):
     model, x, y = trained
     eps = 0.1
-    acc_margin = accuracy(model, pgd(model, x, y, eps, eps / 4, 20, loss="margin", generator=seeded()), y)
-    assert acc_margin <= accuracy(model, fgsm(model, x, y, eps), y)
+    acc_margin = accuracy(model, pgd(model, x, y, eps=eps, alpha=eps / 4, steps=20, loss="margin", generator=seeded()), y)
+    assert acc_margin <= accuracy(model, fgsm(model, x, y, eps=eps), y)
     assert acc_margin < accuracy(model, x, y) - 0.3
-    acc_l2 = accuracy(model, pgd(model, x, y, 1.5, 0.3, 20, norm="l2", loss="margin", generator=seeded()), y)
+    acc_l2 = accuracy(model, pgd(model, x, y, eps=1.5, alpha=0.3, steps=20, norm="l2", loss="margin", generator=seeded()), y)
     assert acc_l2 < accuracy(model, x, y) - 0.2
 
 
@@ -386,12 +386,12 @@ def test_margin_loss_variant_breaks_the_model(trained):
 def test_works_on_the_models_device_and_returns_on_xs(trained):
     model = copy.deepcopy(trained[0]).cuda()
     x, y = trained[1][:16], trained[2][:16]
-    for x_adv in (fgsm(model, x, y, 0.1), pgd(model, x, y, 0.1, 0.02, 5, generator=seeded())):
+    for x_adv in (fgsm(model, x, y, eps=0.1), pgd(model, x, y, eps=0.1, alpha=0.02, steps=5, generator=seeded())):
         assert x_adv.device == x.device and (x_adv - x).abs().max() <= 0.1 + 1e-6
     # the random starts (steps = 0) are drawn on the CPU, so they are the same whatever the model's device
     for norm, eps in (("linf", 0.1), ("l2", 1.0)):
-        cpu = pgd(trained[0], x, y, eps, 0.0, 0, norm=norm, generator=seeded())
-        gpu = pgd(model, x, y, eps, 0.0, 0, norm=norm, generator=seeded())
+        cpu = pgd(trained[0], x, y, eps=eps, alpha=0.0, steps=0, norm=norm, generator=seeded())
+        gpu = pgd(model, x, y, eps=eps, alpha=0.0, steps=0, norm=norm, generator=seeded())
         torch.testing.assert_close(cpu, gpu, rtol=0, atol=1e-6)
 
 

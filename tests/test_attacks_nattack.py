@@ -57,9 +57,9 @@ def test_fools_a_model_without_gradients_and_stays_in_ball_and_box(trained):
     model, x, y = trained
     wall = OutputsOnly(model)
     with pytest.raises(RuntimeError):  # a gradient attack cannot even start
-        pgd(wall, x, y, EPS, EPS / 4, 2)
+        pgd(wall, x, y, eps=EPS, alpha=EPS / 4, steps=2)
     x_before, y_before = x.clone(), y.clone()
-    x_adv = nattack(wall, x, y, EPS, popsize=40, iters=80, generator=seeded())
+    x_adv = nattack(wall, x, y, eps=EPS, popsize=40, steps=80, generator=seeded())
     assert torch.equal(x, x_before) and torch.equal(y, y_before)
     assert not x_adv.requires_grad and x_adv.shape == x.shape and x_adv.dtype == x.dtype
     assert x_adv.min() >= 0 and x_adv.max() <= 1
@@ -72,7 +72,7 @@ def test_fools_a_model_without_gradients_and_stays_in_ball_and_box(trained):
 def test_early_stop_and_iters_zero(trained):
     model, x, y = trained
     wall = OutputsOnly(model)
-    nattack(wall, x[:4], y[:4], EPS, popsize=10, iters=0, generator=seeded())
+    nattack(wall, x[:4], y[:4], eps=EPS, popsize=10, steps=0, generator=seeded())
     assert wall.calls == 1  # only the candidates at the initial mean
     # an image the model already gets wrong stops at once with the candidate at mu ~ 0: that image with each
     # pixel moved towards 1/2 by about eps/2 (the tanh space's shrink), if the model still gets it wrong
@@ -80,7 +80,7 @@ def test_early_stop_and_iters_zero(trained):
     if wrong.any():
         i = int(wrong.nonzero()[0])
         wall.calls = 0
-        out = nattack(wall, x[i:i + 1], y[i:i + 1], EPS, popsize=10, iters=50, generator=seeded())
+        out = nattack(wall, x[i:i + 1], y[i:i + 1], eps=EPS, popsize=10, steps=50, generator=seeded())
         start = 0.5 + (x[i:i + 1] - 0.5) * (1 - EPS)
         if predict(model, start) != y[i]:
             assert wall.calls == 1 and (out - start).abs().max() < 5e-3
@@ -92,7 +92,7 @@ def test_confidence_kappa_goes_past_the_first_success(trained):
     model, x, y = trained
     margins = {}
     for kappa in (0.0, 2.0):
-        x_adv = nattack(model, x, y, EPS, popsize=40, iters=80, kappa=kappa, generator=seeded())
+        x_adv = nattack(model, x, y, eps=EPS, popsize=40, steps=80, kappa=kappa, generator=seeded())
         assert (x_adv - x).abs().max() <= EPS + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
         with torch.no_grad():
             logits = model(x_adv)
@@ -108,7 +108,7 @@ def test_confidence_kappa_goes_past_the_first_success(trained):
 def test_targeted_reaches_targets_sometimes(trained):
     model, x, y = trained
     target = (y + 1) % 10
-    x_adv = nattack(model, x[:20], target[:20], 0.3, popsize=40, iters=80, targeted=True, generator=seeded())
+    x_adv = nattack(model, x[:20], target[:20], eps=0.3, popsize=40, steps=80, targeted=True, generator=seeded())
     assert (x_adv - x[:20]).abs().max() <= 0.3 + 1e-6
     assert (predict(model, x_adv) == target[:20]).float().mean() >= 0.3
 
@@ -117,12 +117,12 @@ def test_batch_equals_one_by_one_under_the_same_seed(trained):
     model, x, y = trained
     model64 = copy.deepcopy(model).double()
     x64 = x[:6].double()
-    whole = nattack(model64, x64, y[:6], EPS, popsize=12, iters=15, generator=seeded(7), chunk=30)
+    whole = nattack(model64, x64, y[:6], eps=EPS, popsize=12, steps=15, generator=seeded(7), chunk=30)
     g = seeded(7)
-    pieces = torch.cat([nattack(model64, x64[i:i + 1], y[i:i + 1], EPS, popsize=12, iters=15, generator=g)
+    pieces = torch.cat([nattack(model64, x64[i:i + 1], y[i:i + 1], eps=EPS, popsize=12, steps=15, generator=g)
                         for i in range(6)])
     assert torch.allclose(whole, pieces, atol=1e-10)
-    again = nattack(model64, x64, y[:6], EPS, popsize=12, iters=15, generator=seeded(7), chunk=5)
+    again = nattack(model64, x64, y[:6], eps=EPS, popsize=12, steps=15, generator=seeded(7), chunk=5)
     assert torch.allclose(whole, again, atol=1e-10)  # the chunk does not change the result
 
 
@@ -130,27 +130,35 @@ def test_mode_restored_and_model_untouched(trained):
     model, x, y = trained
     model = copy.deepcopy(model).train()
     state = copy.deepcopy(model.state_dict())
-    nattack(model, x[:3], y[:3], EPS, popsize=8, iters=3, generator=seeded())
+    nattack(model, x[:3], y[:3], eps=EPS, popsize=8, steps=3, generator=seeded())
     assert model.training and all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters())
 
 
-@pytest.mark.parametrize("bad", [{"eps": -0.1}, {"popsize": 1}, {"popsize": 2.5}, {"sigma": 0.0}, {"lr": -1.0},
-                                 {"iters": -1}, {"chunk": 0}, {"generator": "seed"}, {"kappa": -1.0},
-                                 {"kappa": float("inf")}])
-def test_bad_arguments_raise(trained, bad):
+@pytest.mark.parametrize("bad, error, match", [
+    ({"eps": -0.1}, ValueError, r"eps must lie in \[0, inf\)"),
+    ({"popsize": 1}, ValueError, "popsize must be a whole number >= 2"),
+    ({"popsize": 2.5}, ValueError, "popsize must be a whole number >= 2, got 2.5"),
+    ({"sigma": 0.0}, ValueError, r"sigma must lie in \(0, inf\)"),
+    ({"lr": -1.0}, ValueError, r"lr must lie in \(0, inf\)"),
+    ({"steps": -1}, ValueError, "steps must be a whole number >= 0"),
+    ({"chunk": 0}, ValueError, "chunk must be a whole number >= 1"),
+    ({"generator": "seed"}, TypeError, "CPU torch.Generator"),
+    ({"kappa": -1.0}, ValueError, r"kappa must lie in \[0, inf\)"),
+    ({"kappa": float("inf")}, ValueError, "kappa must be a finite number"),
+])
+def test_bad_arguments_raise(trained, bad, error, match):
     model, x, y = trained
     kwargs = {"eps": EPS, **bad}
-    with pytest.raises(ValueError):
+    with pytest.raises(error, match=match):
         nattack(model, x[:2], y[:2], **kwargs)
 
 
-def test_bad_inputs_raise(trained):
+def test_labels_outside_the_classes_raise_instead_of_counting_as_fooled(trained):
+    """Labels the model does not have once made every image count as fooled; now they are refused."""
     model, x, y = trained
-    with pytest.raises(ValueError):
-        nattack(model, x[:2] * 2, y[:2], EPS)
-    with pytest.raises(ValueError):
-        nattack(model, x[:2], y[:3], EPS)
+    with pytest.raises(ValueError, match=r"labels in \[0, 10\)"):
+        nattack(model, x[:2], y[:2] + 10, eps=EPS, popsize=8, steps=2, generator=seeded())
 
 
 def test_gaussians_are_standard_normal_and_depend_only_on_their_counter():

@@ -75,7 +75,7 @@ def test_at_most_pixels_changed_in_box_and_inputs_unchanged(trained, pixels, tar
     labels = other_labels(y) if targeted else y
     x_before, labels_before = x.clone(), labels.clone()
     params = [p.detach().clone() for p in model.parameters()]
-    x_adv = one_pixel(model, x, labels, pixels=pixels, popsize=20, iters=5, targeted=targeted, generator=seeded())
+    x_adv = one_pixel(model, x, labels, pixels=pixels, popsize=20, steps=5, targeted=targeted, generator=seeded())
     assert x_adv.shape == x.shape and x_adv.dtype == x.dtype and x_adv.device == x.device
     assert not x_adv.requires_grad and x_adv.min() >= 0 and x_adv.max() <= 1
     counts = changed_pixels(x_adv, x)
@@ -90,7 +90,7 @@ def test_at_most_pixels_changed_in_box_and_inputs_unchanged(trained, pixels, tar
 def test_model_runs_in_eval_mode_and_its_mode_is_restored(trained, start_training):
     model = Counting(copy.deepcopy(trained[0]))
     model.train(start_training)
-    one_pixel(model, trained[1][:8], trained[2][:8], popsize=10, iters=3, generator=seeded())
+    one_pixel(model, trained[1][:8], trained[2][:8], popsize=10, steps=3, generator=seeded())
     assert model.modes and not any(model.modes)
     assert all(m.training == start_training for m in model.modules())
 
@@ -99,7 +99,7 @@ def test_batch_equals_examples_one_by_one(trained):
     # float64, so batched and single-example forward passes agree to ~1e-16 and no selection flips
     model = copy.deepcopy(trained[0]).double()
     x, y = trained[1][:8].double(), trained[2][:8]
-    kw = {"pixels": 2, "popsize": 16, "iters": 8}
+    kw = {"pixels": 2, "popsize": 16, "steps": 8}
     whole = one_pixel(model, x, y, generator=seeded(7), **kw)
     g = seeded(7)
     pieces = torch.cat([one_pixel(model, x[i:i + 1], y[i:i + 1], generator=g, **kw) for i in range(len(x))])
@@ -118,7 +118,7 @@ def test_batch_equals_examples_one_by_one(trained):
 def test_same_seed_same_result_different_seed_different_result(trained):
     model, x, y = trained
     x, y = x[:16], y[:16]
-    kw = {"pixels": 2, "popsize": 20, "iters": 5}
+    kw = {"pixels": 2, "popsize": 20, "steps": 5}
     first = one_pixel(model, x, y, generator=seeded(1), **kw)
     assert torch.equal(first, one_pixel(model, x, y, generator=seeded(1), **kw))
     other = one_pixel(model, x, y, generator=seeded(2), **kw)
@@ -127,7 +127,7 @@ def test_same_seed_same_result_different_seed_different_result(trained):
 
 def test_empty_batch(trained):
     model, x, _ = trained
-    out = one_pixel(model, x[:0], torch.zeros(0, dtype=torch.long), popsize=8, iters=2)
+    out = one_pixel(model, x[:0], torch.zeros(0, dtype=torch.long), popsize=8, steps=2)
     assert out.shape == x[:0].shape
 
 
@@ -135,7 +135,7 @@ BAD = {
     "no pixels": ({"pixels": 0}, "pixels"),
     "fractional pixels": ({"pixels": 1.5}, "pixels"),
     "popsize 3": ({"popsize": 3}, "popsize"),
-    "negative iters": ({"iters": -1}, "iters"),
+    "negative steps": ({"steps": -1}, "steps"),
     "F zero": ({"F": 0.0}, "F"),
     "F too large": ({"F": 2.5}, "F"),
     "chunk zero": ({"chunk": 0}, "chunk"),
@@ -147,7 +147,7 @@ BAD = {
 def test_bad_arguments_raise(trained, case):
     model, x, y = trained
     kw, word = BAD[case]
-    kw = {"popsize": 8, "iters": 2, **kw}
+    kw = {"popsize": 8, "steps": 2, **kw}
     if kw.get("generator") == "cuda":
         if not torch.cuda.is_available():
             pytest.skip("needs a CUDA generator")
@@ -159,9 +159,9 @@ def test_bad_arguments_raise(trained, case):
 def test_bad_images_and_labels_raise(trained):
     model, x, y = trained
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        one_pixel(model, x[:4] * 2 - 0.5, y[:4], popsize=8, iters=1)
+        one_pixel(model, x[:4] * 2 - 0.5, y[:4], popsize=8, steps=1)
     with pytest.raises(ValueError, match="labels"):
-        one_pixel(model, x[:4], y[:3], popsize=8, iters=1)
+        one_pixel(model, x[:4], y[:3], popsize=8, steps=1)
 
 
 # --- the algorithm ----------------------------------------------------------------------------------
@@ -187,8 +187,8 @@ def test_result_never_worse_than_the_best_initial_candidate(trained, targeted):
     x, y = x[:40], y[:40]
     labels = other_labels(y) if targeted else y
     kw = {"pixels": 3, "popsize": 20, "targeted": targeted}
-    start = one_pixel(model, x, labels, iters=0, generator=seeded(5), **kw)
-    end = one_pixel(model, x, labels, iters=20, generator=seeded(5), **kw)
+    start = one_pixel(model, x, labels, steps=0, generator=seeded(5), **kw)
+    end = one_pixel(model, x, labels, steps=20, generator=seeded(5), **kw)
     sign = -1 if targeted else 1  # the fitness: p(y), or -p(target)
     fit_start, fit_end = sign * prob_of(model, start, labels), sign * prob_of(model, end, labels)
     win_start, win_end = [(predict(model, v) == labels) == targeted for v in (start, end)]
@@ -204,7 +204,7 @@ def test_fools_a_fraction_and_more_pixels_fool_more(trained):
     right = predict(model, x) == y
     fooled = {}
     for pixels in (1, 5):
-        x_adv = one_pixel(model, x, y, pixels=pixels, popsize=100, iters=50, generator=seeded())
+        x_adv = one_pixel(model, x, y, pixels=pixels, popsize=100, steps=50, generator=seeded())
         fooled[pixels] = int((right & (predict(model, x_adv) != y)).sum())
     # measured (seeds 0-3): 4 or 5 of the 46 correctly classified images fooled with one pixel, 9 to 11 with five
     assert fooled[5] >= 0.15 * right.sum()
@@ -218,7 +218,7 @@ def test_targeted_successes_are_the_targets(trained):
     with torch.no_grad():
         targets = model(x).topk(2, dim=1).indices[:, 1]  # the runner-up class, the easiest target
     targets[:10] = predict(model, x[:10])  # already classified as the target: succeed at once, stay so
-    x_adv = one_pixel(model, x, targets, pixels=5, popsize=40, iters=30, targeted=True, generator=seeded())
+    x_adv = one_pixel(model, x, targets, pixels=5, popsize=40, steps=30, targeted=True, generator=seeded())
     hit = predict(model, x_adv) == targets
     assert hit[:10].all()
     assert hit[10:].sum() >= 2  # measured: 5 to 7 of 30 (seeds 0-3)
@@ -232,19 +232,19 @@ def test_early_stop_spends_nothing_on_images_already_fooled(trained):
     pred = predict(model, x)
     wrong = (pred + 1) % 10  # every image is "misclassified" against these labels from the start
     counting = Counting(model)
-    one_pixel(counting, x, wrong, popsize=30, iters=10, chunk=1000, generator=seeded())
+    one_pixel(counting, x, wrong, popsize=30, steps=10, chunk=1000, generator=seeded())
     assert counting.sizes == [20 * 30]  # the initial generation only
     # half the images wrong from the start: they never reach the second forward pass
     labels = torch.where(torch.arange(20) < 10, wrong, pred)
     counting = Counting(model)
-    one_pixel(counting, x, labels, popsize=30, iters=10, chunk=1000, generator=seeded())
+    one_pixel(counting, x, labels, popsize=30, steps=10, chunk=1000, generator=seeded())
     assert counting.sizes[0] == 20 * 30 and len(counting.sizes) > 1
     assert all(size <= 10 * 30 for size in counting.sizes[1:])
     counting = Counting(model)  # the default chunk on the CPU
-    one_pixel(counting, x, labels, popsize=30, iters=1, generator=seeded())
+    one_pixel(counting, x, labels, popsize=30, steps=1, generator=seeded())
     assert counting.sizes[:3] == [256, 256, 600 - 2 * 256]
     counting = Counting(model)  # chunks bound every forward pass
-    one_pixel(counting, x, labels, popsize=30, iters=3, chunk=64, generator=seeded())
+    one_pixel(counting, x, labels, popsize=30, steps=3, chunk=64, generator=seeded())
     assert max(counting.sizes) <= 64 and counting.sizes[:10] == [64] * 9 + [600 - 9 * 64]
 
 
@@ -252,7 +252,7 @@ def test_early_stop_spends_nothing_on_images_already_fooled(trained):
 def test_same_result_on_the_gpu(trained):
     model = copy.deepcopy(trained[0]).double()
     x, y = trained[1][:8].double(), trained[2][:8]
-    kw = {"pixels": 2, "popsize": 16, "iters": 8}
+    kw = {"pixels": 2, "popsize": 16, "steps": 8}
     cpu = one_pixel(model, x, y, generator=seeded(), **kw)
     gpu = one_pixel(model.cuda(), x, y, generator=seeded(), **kw)
     assert gpu.device == x.device
@@ -278,7 +278,7 @@ def test_success_rate_at_least_torchattacks(trained, fashion_test):
     popsize, steps = 60, 20
     np.random.seed(0)  # SciPy's differential evolution draws from NumPy's global generator
     theirs = torchattacks.OnePixel(model, pixels=1, steps=steps, popsize=popsize, inf_batch=4096)(x, y)
-    ours = one_pixel(model, x, y, pixels=1, popsize=popsize, iters=steps, generator=seeded())
+    ours = one_pixel(model, x, y, pixels=1, popsize=popsize, steps=steps, generator=seeded())
     fooled = {"ours": int((predict(model, ours) != y).sum()), "theirs": int((predict(model, theirs) != y).sum())}
     # measured (NumPy seeds and our seeds 0-2): ours 11 of 20 each time, torchattacks 10 or 11
     assert fooled["ours"] >= fooled["theirs"] - 1 and fooled["ours"] >= 8, fooled

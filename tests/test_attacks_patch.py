@@ -236,8 +236,22 @@ def test_patch_bad_arguments(trained, case):
         if not torch.cuda.is_available():
             pytest.skip("needs a GPU")
         kw["generator"] = torch.Generator(device="cuda")
-    with pytest.raises(ValueError):
+    error = TypeError if case in ("target float", "target bool", "cuda generator") else ValueError
+    with pytest.raises(error, match=PATCH_ERRORS[case]):
         patch(model, x, y, **kw)
+
+
+PATCH_ERRORS = {
+    "x outside [0,1]": r"in \[0, 1\]", "size 0": r"size must be an int in \[1, 28\]",
+    "size too large": r"size must be an int in \[1, 28\]", "size float": "size must be an int",
+    "size bool": "size must be an int", "y length": "16 examples but y holds",
+    "untargeted without y": "untargeted patch needs the true labels", "target too large": r"target must be in \[0, 10\)",
+    "target negative": r"target must be in \[0, 10\)", "target float": "target must be an int class index",
+    "target bool": "target must be an int class index", "labels out of range": r"labels in \[0, 10\)",
+    "all of the target class": "every image is already of the target class", "epochs negative": "epochs must be",
+    "batch_size 0": "batch_size must be a whole number >= 1", "lr 0": r"lr must lie in \(0, inf\)",
+    "no images": "at least one training image", "cuda generator": "CPU torch.Generator",
+}
 
 
 @pytest.mark.parametrize("case", [

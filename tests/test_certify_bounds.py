@@ -57,7 +57,7 @@ def worst_found(model, x, y, eps, box, generator) -> torch.Tensor:
     if box == (0.0, 1.0):  # pgd's projection is onto the ball intersected with [0,1]
         for j in range(10):
             target = torch.full_like(y, j)
-            x_adv = pgd(model, x, target, eps, alpha=eps / 4, steps=20, loss="margin", targeted=True,
+            x_adv = pgd(model, x, target, eps=eps, alpha=eps / 4, steps=20, loss="margin", targeted=True,
                         generator=generator)
             assert (x_adv >= lo - 1e-6).all() and (x_adv <= hi + 1e-6).all()
             worst = torch.minimum(worst, margins(model, x_adv, y))
@@ -247,5 +247,24 @@ def test_bad_input_is_rejected(images):
         certify.margin_bounds(model, x, y, 0.1, method="ibp", projections=10)
     with pytest.raises(ValueError, match="projections"):
         certify.dual_bounds(model, x, y, 0.1, projections=0)
-    with pytest.raises(ValueError, match="generator"):
+    with pytest.raises(TypeError, match="generator must be None or a CPU torch.Generator"):
         certify.dual_bounds(model, x, y, 0.1, projections=5, generator=0)
+
+
+def test_bad_values_the_bounds_once_took_silently_are_refused(images):
+    """NaN pixels, an infinite eps, labels outside the classes and a Linear layer on unflattened images
+    (which torch applies to the last dimension only) each get an error that names them."""
+    model = models.mlp((32,))
+    x, y = images
+    nan = x.clone()
+    nan[0, 0, 3, 3] = float("nan")
+    unflattened = nn.Sequential(nn.Linear(28, 10), nn.ReLU(), nn.Flatten(), nn.Linear(280, 10))
+    for bound in BOUNDS.values():
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            bound(model, nan, y, 0.1, (0.0, 1.0))
+        with pytest.raises(ValueError, match="eps must be a finite number"):
+            bound(model, x, y, float("inf"), (0.0, 1.0))
+        with pytest.raises(ValueError, match=r"labels in \[0, 10\)"):
+            bound(model, x, y + 10, 0.1, (0.0, 1.0))
+        with pytest.raises(TypeError, match=r"Linear layer to act on flat vectors .* put an nn.Flatten\(\) before it"):
+            bound(unflattened, x, y, 0.1, (0.0, 1.0))

@@ -146,7 +146,7 @@ def test_epsilon_explorer_static_frames_one_attack_per_epsilon():
 
     def attack(model, xb, yb, eps):
         seen.append((tuple(xb.shape), yb.tolist(), eps))
-        return fgsm(model, xb, yb, eps)
+        return fgsm(model, xb, yb, eps=eps)
 
     html = viz.epsilon_explorer(model, x, 2, attack, epsilons, classes=list("abcd"), mode="static").data
     assert seen == [((1, 1, 8, 8), [2], eps) for eps in epsilons]

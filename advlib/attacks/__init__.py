@@ -1,10 +1,10 @@
-"""Adversarial attacks, functional and batched: ``x_adv = pgd(model, x, y, eps=0.1, alpha=0.01, steps=40)``.
+"""Adversarial attacks, functional and batched: ``x_adv = pgd(model, x, y, eps=0.1, steps=40)``.
 
-The contract every attack keeps (DESIGN.md): images in [0,1] shaped (N,C,H,W); returns a detached
-tensor in [0,1] (inside the eps-ball around ``x`` for a bounded attack) on ``x``'s device; never
-modifies its inputs; runs the model in eval mode and restores the mode it found; ``targeted=True``
-means ``y`` holds target labels; bad arguments raise ``ValueError`` saying what was wrong.
-The shared pieces (checks, losses, projections) are in :mod:`advlib.attacks.core`.
+Every attack keeps one contract, stated and enforced once in :mod:`advlib.attacks.core`: ``model, x, y``
+by position and everything else by keyword, an iteration count called ``steps``, ``targeted=True`` for
+target labels in ``y``, randomness from ``generator``, checked arguments, and a detached result in [0,1]
+(and in the eps-ball) on ``x``'s device. :func:`patch` (a universal patch, not per-image) is the one
+exception, documented there; :func:`bpda` and :func:`eot` wrap models, not images.
 """
 
 from .bpda import bpda, eot

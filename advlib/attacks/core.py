@@ -1,6 +1,27 @@
-"""What every attack shares: argument checks, the model in eval mode, losses on logits, projections.
+"""The contract every attack keeps, enforced here once, and what the attacks share: losses, projections.
 
-- :func:`check_attack_inputs` raises ``ValueError``/``TypeError`` on bad input (DESIGN.md's contract).
+The contract (DESIGN.md). Every attack is a function ``x_adv = attack(model, x, y, *, eps=..., steps=...,
+targeted=False, generator=None, ...)``, wrapped by :func:`attack`, which
+
+- takes ``model, x, y`` positionally and everything else by keyword; an iteration count is ``steps``;
+  ``targeted=True`` means ``y`` holds the target labels; randomness comes only from ``generator`` (a CPU
+  ``torch.Generator``, or torch's global one when None);
+- checks its arguments before any work (:mod:`advlib.utils`'s validators): ``model`` an ``nn.Module`` of
+  the images' dtype, ``x`` a float batch (N, C, H, W) of finite values in [0,1] (half precision refused),
+  ``y`` 1-D integer labels of the same length and inside the model's classes (checked on the first
+  logits the attack computes), ``eps``, step sizes and confidences finite and >= 0, counts whole numbers,
+  ``norm``/``loss`` known; each failure is a ``TypeError``/``ValueError`` that says what was expected;
+- answers ``eps = 0`` and an empty batch with a copy of ``x``, without running the algorithm;
+- runs the algorithm on the model's device, in eval mode (each submodule's mode restored afterwards), with
+  gradients enabled (also under an enclosing ``torch.no_grad()``), never modifying ``x`` or ``y``;
+- returns a detached tensor on ``x``'s device, clamped to [0,1] and, for an eps-bounded attack, to the
+  eps-ball around ``x`` (Linf or L2).
+
+The body of an attack holds its algorithm only: it receives ``x`` and ``y`` detached, on the model's
+device, the model in eval mode, and every argument already checked.
+
+Shared pieces:
+
 - :func:`margin` is Carlini and Wagner's f_6 (2017, Sec. V.A): max(Z_y - max_{j != y} Z_j, -kappa)
   for an untargeted attack, max(max_{j != t} Z_j - Z_t, -kappa) for a targeted one. The other classes'
   maximum is taken with the true class masked to -inf, never by multiplying logits by a one-hot mask
@@ -11,49 +32,133 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..utils import eval_mode, model_device
+from ..utils import (
+    check_choice,
+    check_classes,
+    check_count,
+    check_generator,
+    check_images,
+    check_labels,
+    check_logits,
+    check_model,
+    check_real,
+    eval_mode,
+    model_device,
+)
 
 NORMS = ("linf", "l2")
 LOSSES = ("ce", "margin")
 
-__all__ = ["LOSSES", "NORMS", "check_attack_inputs", "eval_mode", "input_gradient", "loss_on_logits",
-           "margin", "model_device", "project_l2", "project_linf"]
+# Arguments the contract checks wherever an attack has them: reals finite and >= 0 (None allowed where
+# that is the default), counts whole numbers >= the minimum.
+REALS = ("eps", "alpha", "kappa")
+COUNTS = {"steps": 0, "restarts": 1, "chunk": 1}
+
+__all__ = ["LOSSES", "NORMS", "attack", "eval_mode", "input_gradient", "loss_on_logits", "margin",
+           "model_device", "project_l2", "project_linf"]
 
 
-def check_attack_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
-                        eps: float | None = None, norm: str | None = None, loss: str | None = None,
-                        **nonnegative: float) -> None:
-    """Raise ``TypeError``/``ValueError`` unless ``x`` is a float batch (N,C,H,W) in [0,1], ``y`` an
-    integer label vector of the same length, ``eps`` >= 0, ``norm`` and ``loss`` known, and every other
-    keyword (``alpha=...``, ``steps=...``) >= 0."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor of images, got {type(x).__name__}"
-                        + (f" of dtype {x.dtype}" if isinstance(x, torch.Tensor) else ""))
-    if x.ndim != 4:
-        raise ValueError(f"x must be a batch of images shaped (N, C, H, W), got shape {tuple(x.shape)}")
-    if x.numel() and (x.min() < 0 or x.max() > 1):
-        raise ValueError(f"images must lie in [0, 1], got values in [{x.min().item():.4g}, {x.max().item():.4g}]")
-    if y is not None:
-        if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.ndim != 1:
-            raise ValueError("y must be a 1-D integer tensor of labels"
-                             + (f", got dtype {y.dtype} shape {tuple(y.shape)}" if isinstance(y, torch.Tensor) else ""))
-        if len(y) != len(x):
-            raise ValueError(f"x holds {len(x)} images but y holds {len(y)} labels")
-    if eps is not None and not eps >= 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
-    if norm is not None and norm not in NORMS:
-        raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
-    if loss is not None and loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; expected one of {LOSSES}")
-    for name, value in nonnegative.items():
-        if value is not None and not value >= 0:
-            raise ValueError(f"{name} must be >= 0, got {value}")
+def attack(ball: str | None = None, *, reals: tuple[str, ...] = (), positive: tuple[str, ...] = (),
+           counts: Mapping[str, int] | None = None) -> Callable:
+    """Make an algorithm ``body(model, x, y, *, ...)`` an attack that keeps the contract (module docstring).
+
+    ``ball`` is ``"linf"`` or ``"l2"`` for an attack bounded by ``eps`` in that norm, ``"norm"`` when the
+    attack's own ``norm`` argument says which, None for an unbounded (minimal-perturbation) attack.
+    Beyond the arguments checked wherever they appear (``eps``, ``alpha``, ``kappa``, ``steps``,
+    ``restarts``, ``chunk``, ``norm``, ``loss``, ``targeted``, ``generator``), ``reals`` names more that must
+    be finite and >= 0, ``positive`` more that must be finite and > 0, and ``counts`` maps more whole
+    numbers to their minimum.
+    """
+    counts = {**COUNTS, **(counts or {})}
+
+    def decorate(body: Callable) -> Callable:
+        signature = inspect.signature(body)
+        name = body.__name__
+
+        @functools.wraps(body)
+        def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *extra, **kwargs) -> torch.Tensor:
+            if extra:
+                raise TypeError(f"{name}() takes model, x and y by position and every other argument by keyword, "
+                                f"e.g. {name}(model, x, y, eps=...); got {len(extra)} more positional arguments")
+            unknown = sorted(set(kwargs) - set(signature.parameters))
+            if unknown:
+                known = [p for p in signature.parameters if p not in ("model", "x", "y")]
+                raise TypeError(f"{name}() got unknown argument(s) {unknown}; it takes {known}")
+            arguments = signature.bind(model, x, y, **kwargs)
+            arguments.apply_defaults()
+            options = dict(arguments.arguments)
+            del options["model"], options["x"], options["y"]
+            _check(model, x, y, options, reals, positive, counts)
+            eps = options.get("eps")
+            if len(x) == 0 or eps == 0:
+                return x.detach().clone()
+            device = model_device(model)
+            x_dev, y_dev = x.detach().to(device), y.detach().to(device)
+            hook = model.register_forward_hook(_label_check(y_dev))
+            try:
+                with eval_mode(model), torch.enable_grad():
+                    x_adv = body(model, x_dev, y_dev, **options)
+            finally:
+                hook.remove()
+            norm = options.get("norm") if ball == "norm" else ball
+            x_adv = x_adv.detach()
+            if norm == "linf":
+                x_adv = project_linf(x_adv, x_dev, eps)
+            elif norm == "l2":
+                x_adv = project_l2(x_adv, x_dev, eps)
+            else:
+                x_adv = x_adv.clamp(0.0, 1.0)
+            return x_adv.to(x.device)
+
+        run.bounded = ball
+        return run
+
+    return decorate
+
+
+def _check(model, x, y, options: dict, reals, positive, counts) -> None:
+    """The contract's checks of one call (see :func:`attack`)."""
+    check_model(model)
+    check_images(x)
+    check_model(model, x)
+    check_labels(y, len(x))
+    for name, value in options.items():
+        if name in REALS or name in reals:
+            if value is not None:
+                check_real(name, value)
+        elif name in positive:
+            check_real(name, value, strict=True)
+        elif name in counts:
+            if value is not None:
+                check_count(name, value, low=counts[name])
+        elif name == "norm":
+            check_choice("norm", value, NORMS)
+        elif name == "loss":
+            check_choice("loss", value, LOSSES)
+        elif name == "generator":
+            check_generator(value)
+        elif name == "targeted" and not isinstance(value, bool):
+            raise TypeError(f"targeted must be True or False, got {value!r}")
+
+
+def _label_check(y: torch.Tensor):
+    """A forward hook that checks, on the first output the attack computes, that the model returns logits
+    (N, K) and that every label of ``y`` names one of the K classes (later calls cost one list test)."""
+    checked = []
+
+    def hook(module, inputs, output):
+        if not checked:
+            checked.append(True)
+            check_classes(y, check_logits(output))
+    return hook
 
 
 def margin(logits: torch.Tensor, y: torch.Tensor, *, targeted: bool = False, kappa: float = 0.0) -> torch.Tensor:

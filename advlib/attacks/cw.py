@@ -47,39 +47,6 @@ _ADAM_EPS = 1e-8
 _NO_UPPER = 1e10  # Carlini and Wagner's "no upper bound found yet" in the binary search over c
 
 
-# --- checks ------------------------------------------------------------------------------------------
-
-def _check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, kappa: float, steps: int, lr: float,
-           c: float, **positive: float) -> None:
-    """DESIGN.md's checks, and the CW parameters: kappa finite >= 0, integer steps >= 0, c, lr, ... > 0."""
-    core.check_attack_inputs(model, x, y, kappa=kappa, steps=steps)
-    if not math.isfinite(kappa):
-        raise ValueError(f"kappa must be a finite confidence >= 0, got {kappa}")
-    _check_integer("steps", steps)
-    for name, value in dict(c=c, lr=lr, **positive).items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-
-
-def _check_integer(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-
-
-def _check_labels(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
-    """The model must return logits (N, K), and every label must name one of the K classes."""
-    if not len(x):
-        return
-    with torch.no_grad():
-        logits = model(x[:1])
-    if logits.ndim != 2 or logits.shape[1] < 2:
-        raise ValueError(f"the model must return logits shaped (N, K) with K >= 2 classes, "
-                         f"got shape {tuple(logits.shape)}")
-    if y.min() < 0 or y.max() >= logits.shape[1]:
-        raise ValueError(f"labels must lie in [0, {logits.shape[1] - 1}] (the model has {logits.shape[1]} "
-                         f"classes), got labels in [{y.min().item()}, {y.max().item()}]")
-
-
 # --- the engine the three attacks share -----------------------------------------------------------------
 
 def _to_tanh(x: torch.Tensor) -> torch.Tensor:
@@ -368,18 +335,9 @@ class _L0Search(_Search):
         return done
 
 
-def _attack(model, x, y, search, **run) -> torch.Tensor:
-    """Run ``search`` on the model's device, in eval mode, with gradients on; the contract's output."""
-    with core.eval_mode(model), torch.enable_grad():
-        device = core.model_device(model)
-        xd, yd = x.detach().to(device), y.detach().to(device)
-        _check_labels(model, xd, yd)
-        out = _run(model, xd, yd, search, **run)
-    return out.detach().clamp(0.0, 1.0).to(x.device)
-
-
 # --- the attacks -------------------------------------------------------------------------------------------
 
+@core.attack(positive=("c", "lr"), counts={"binary_steps": 0})
 def cw_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, targeted: bool = False, kappa: float = 0.0,
           c: float = 1e-3, binary_steps: int = 9, steps: int = 1000, lr: float = 1e-2,
           abort_early: bool = True) -> torch.Tensor:
@@ -416,14 +374,13 @@ def cw_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, targeted: bool 
     (an exact copy) for each example where no success was found. An untargeted example that the model
     already misclassifies comes back as x up to the change of variables' 1e-6.
     """
-    _check(model, x, y, kappa=kappa, steps=steps, lr=lr, c=c)
-    _check_integer("binary_steps", binary_steps)
     if binary_steps == 0:
         steps = 0
-    return _attack(model, x, y, _L2Search(c, binary_steps), targeted=targeted, kappa=kappa, steps=steps, lr=lr,
-                   abort_early=abort_early)
+    return _run(model, x, y, _L2Search(c, binary_steps), targeted=targeted, kappa=kappa, steps=steps, lr=lr,
+                abort_early=abort_early)
 
 
+@core.attack(positive=("c", "c_max", "lr", "tau_init", "tau_min"))
 def cw_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, targeted: bool = False, kappa: float = 0.0,
             tau_init: float = 1.0, tau_decay: float = 0.9, tau_min: float = 1 / 256, c: float = 1e-5,
             c_max: float = 20.0, steps: int = 1000, lr: float = 5e-3, abort_early: bool = True) -> torch.Tensor:
@@ -455,7 +412,6 @@ def cw_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, targeted: boo
     Returns a detached tensor in [0,1] on ``x``'s device: per example the success of smallest L_inf, and
     ``x`` unchanged (an exact copy) where none was found.
     """
-    _check(model, x, y, kappa=kappa, steps=steps, lr=lr, c=c, c_max=c_max, tau_init=tau_init, tau_min=tau_min)
     if not 0 < tau_decay < 1:
         raise ValueError(f"tau_decay must lie in (0, 1), got {tau_decay}")
     if c >= c_max:
@@ -463,9 +419,10 @@ def cw_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, targeted: boo
     search = _LinfSearch(c, c_max, tau_init, tau_decay, tau_min)
     if tau_init <= tau_min:
         steps = 0
-    return _attack(model, x, y, search, targeted=targeted, kappa=kappa, steps=steps, lr=lr, abort_early=abort_early)
+    return _run(model, x, y, search, targeted=targeted, kappa=kappa, steps=steps, lr=lr, abort_early=abort_early)
 
 
+@core.attack(positive=("c", "c_max", "lr", "shrink"))
 def cw_l0(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, targeted: bool = False, kappa: float = 0.0,
           c: float = 1e-3, c_max: float = 2e6, steps: int = 1000, lr: float = 1e-2, shrink: float = 0.1,
           abort_early: bool = True) -> torch.Tensor:
@@ -495,10 +452,9 @@ def cw_l0(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, targeted: bool 
     Returns a detached tensor in [0,1] on ``x``'s device: per example the last success (its pixels outside
     the allowed set it was found on are exactly x's), and ``x`` unchanged where none was found.
     """
-    _check(model, x, y, kappa=kappa, steps=steps, lr=lr, c=c, c_max=c_max, shrink=shrink)
     if shrink > 1:
         raise ValueError(f"shrink is the fraction of the allowed pixels removed per round, in (0, 1]; got {shrink}")
     if c >= c_max:
         raise ValueError(f"c (the first constant) must be below c_max, got c={c} and c_max={c_max}")
-    return _attack(model, x, y, _L0Search(c, c_max, shrink, model, targeted), targeted=targeted, kappa=kappa,
-                   steps=steps, lr=lr, abort_early=abort_early)
+    return _run(model, x, y, _L0Search(c, c_max, shrink, model, targeted), targeted=targeted, kappa=kappa,
+                steps=steps, lr=lr, abort_early=abort_early)

@@ -257,96 +257,80 @@ def minimize_box_lbfgs(fun: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     return BoxLBFGSResult(x_out.view(shape), f_out, iterations, converged)
 
 
-def lbfgs(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, c_init: float = 1e-2,
-          search_steps: int = 8, max_iter: int = 100, history: int = 10, loss: str = "ce",
-          return_success: bool = False):
-    """Szegedy et al. 2013's targeted attack ("Intriguing properties of neural networks", Sec. 4.1).
+@core.attack(positive=("c_init",), counts={"search_steps": 0, "history": 1})
+def lbfgs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, targeted: bool = False, c_init: float = 1e-2,
+          search_steps: int = 8, steps: int = 100, history: int = 10, loss: str = "ce") -> torch.Tensor:
+    """Szegedy et al. 2013's box-constrained L-BFGS attack ("Intriguing properties of neural networks", Sec. 4.1).
 
-    The paper seeks the smallest perturbation that makes the classifier f output the target label l,
-    min ||r||_2 s.t. f(x + r) = l, x + r in [0,1]^m, and approximates it by a penalty (its "box-constrained
-    L-BFGS" problem): minimise
+    The paper's attack is targeted (``targeted=True``, ``y`` the targets l): it seeks the smallest
+    perturbation that makes the classifier f output l, min ||r||_2 s.t. f(x + r) = l, x + r in [0,1]^m, and
+    approximates it by a penalty (its "box-constrained L-BFGS" problem): minimise
 
         c * ||r||_2^2 + loss_f(x + r, l)   subject to   x + r in [0,1]^m,
 
     with loss_f the cross-entropy of the logits to the target (``loss="margin"``: Carlini and Wagner's
-    margin max_{j != l} Z_j - Z_l instead). The paper writes c|r|; we use the *squared* L2 norm, as
+    margin max_{j != l} Z_j - Z_l instead). Untargeted (``y`` the true labels), loss_f is minus the
+    cross-entropy of the true class (or the margin Z_y - max_{j != y} Z_j), and success means f(x + r) != y.
+    The paper writes c|r|; we use the *squared* L2 norm, as
     most reimplementations do: it is smooth everywhere, whereas ||r||_2 has no gradient at r = 0, the
     point every solve starts from, and its kink there breaks the quasi-Newton model. Nothing is lost:
     a stationary point r != 0 of c ||r||_2 + loss_f is one of c' ||r||_2^2 + loss_f with
     c' = c / (2 ||r||_2) (the same KKT conditions), so both penalties trace the same perturbations as c
     varies, and the search below measures and keeps the plain ||r||_2. Each problem is solved by
-    :func:`minimize_box_lbfgs` (batched projected L-BFGS, ``max_iter`` iterations, memory ``history``)
+    :func:`minimize_box_lbfgs` (batched projected L-BFGS, ``steps`` iterations, memory ``history``)
     over x' = x + r in the box [0,1], starting from x' = x.
 
     The search over c, per example and batched (the paper's "line-search" over c; the text says the
     minimum c, but a larger c weighs ||r|| more, so the smallest r comes from the largest c that still
-    reaches the target, and that is what is searched): start at ``c_init``; after each solve,
-    success (Class(x + r) = l) keeps r if it is the smallest successful r so far and raises c, failure
+    succeeds, and that is what is searched): start at ``c_init``; after each solve,
+    success keeps r if it is the smallest successful r so far and raises c, failure
     lowers it. With both a successful c_lo and a failed c_hi known, c moves to their geometric mean
     (bisection of log c, as c is a scale); without a failure yet, c grows tenfold; without a success
     yet, it shrinks tenfold. ``search_steps`` solves in all. c_init = 1e-2 against a cross-entropy of
     order 1 starts where success is nearly certain on the course's models.
 
-    Defaults (``search_steps=8``, ``max_iter=100``, ``history=10``) aim at the paper's quality: two or
+    Defaults (``search_steps=8``, ``steps=100``, ``history=10``) aim at the paper's quality: two or
     three tenfold steps find each example's bracket, the others bisect it (to a factor 10^(1/32) or
     so), and 100 iterations let most solves converge. A quick run passes fewer, e.g.
-    ``search_steps=5, max_iter=50`` (median ||r||_2 about 7% larger in our runs, in about half the time).
+    ``search_steps=5, steps=50`` (median ||r||_2 about 7% larger in our runs, in about half the time).
 
-    Targets are labels (the attack is targeted by nature). Returns a detached tensor in [0,1] on
-    ``x``'s device: each example's smallest successful x + r; an example that never reached its target
-    is returned unchanged (equal to ``x``), and so is one the model already assigns to its target
-    (r = 0 is the smallest perturbation there is). ``return_success=True`` returns ``(x_adv, success)``
-    with the boolean (N,) tensor of the examples that reached their targets. Runs the model in eval mode on its own
-    device and restores its mode; never modifies ``x`` or ``target``; deterministic. Raises ``ValueError``
-    for images outside [0,1], batch sizes that differ, targets outside the model's classes, an unknown
-    loss, c_init <= 0, negative steps, or history < 1.
+    Returns each example's smallest successful x + r; an example that never succeeded is returned
+    unchanged (equal to ``x``), and so is one the model already classifies as the adversary wants (r = 0 is
+    the smallest perturbation there is): ``predict(model, x_adv) == y`` (targeted) tells which succeeded.
+    Deterministic; keeps the contract of :mod:`advlib.attacks.core`.
     """
-    core.check_attack_inputs(model, x, target, loss=loss, c_init=c_init, search_steps=search_steps,
-                             max_iter=max_iter)
-    if not c_init > 0:
-        raise ValueError(f"c_init must be > 0, got {c_init}")
-    if history < 1:
-        raise ValueError(f"history must be >= 1 (pairs of L-BFGS memory), got {history}")
-    device = core.model_device(model)
-    x_dev, t = x.detach().to(device), target.detach().to(device)
-    batch = len(x_dev)
-    best = x_dev.clone()
-    best_norm = x_dev.new_full((batch,), float("inf"))
-    success = torch.zeros(batch, dtype=torch.bool, device=device)
-    if batch == 0:
-        return (best.to(x.device), success.to(x.device)) if return_success else best.to(x.device)
+    batch = len(x)
+    best = x.clone()
+    best_norm = x.new_full((batch,), float("inf"))
 
-    with core.eval_mode(model):
+    def reached(logits: torch.Tensor) -> torch.Tensor:
+        return logits.argmax(1) == y if targeted else logits.argmax(1) != y
+
+    with torch.no_grad():
+        success = reached(model(x))  # r = 0, the smallest of all, where the model already decides as wanted
+    best_norm = torch.where(success, 0.0, best_norm)
+    c = torch.full((batch,), float(c_init), dtype=torch.float64, device=x.device)
+    c_lo = torch.zeros_like(c)  # largest c that succeeded (0: none yet)
+    c_hi = torch.full_like(c, float("inf"))  # smallest c that failed (inf: none yet)
+    bar = progress(range(search_steps), desc="L-BFGS attack (search over c)", leave=False)
+    for _ in bar:
+        weight = c.to(x.dtype)
+
+        def objective(z: torch.Tensor, index: torch.Tensor, weight=weight) -> torch.Tensor:
+            distance = (z - x[index]).flatten(1).pow(2).sum(1)
+            return weight[index] * distance - core.loss_on_logits(model(z), y[index], loss, targeted=targeted)
+
+        z = minimize_box_lbfgs(objective, x, 0.0, 1.0, max_iter=steps, history=history).x
         with torch.no_grad():
-            logits = model(x_dev)
-        if t.min() < 0 or t.max() >= logits.shape[1]:
-            raise ValueError(f"targets must be labels in [0, {logits.shape[1]}), got values in "
-                             f"[{t.min().item()}, {t.max().item()}]")
-        success = logits.argmax(1) == t  # r = 0, the smallest of all, where the model already says l
-        best_norm = torch.where(success, 0.0, best_norm)
-        c = torch.full((batch,), float(c_init), dtype=torch.float64, device=device)
-        c_lo = torch.zeros_like(c)  # largest c that succeeded (0: none yet)
-        c_hi = torch.full_like(c, float("inf"))  # smallest c that failed (inf: none yet)
-        bar = progress(range(search_steps), desc="L-BFGS attack (search over c)", leave=False)
-        for _ in bar:
-            weight = c.to(x_dev.dtype)
-
-            def objective(z: torch.Tensor, index: torch.Tensor, weight=weight) -> torch.Tensor:
-                distance = (z - x_dev[index]).flatten(1).pow(2).sum(1)
-                return weight[index] * distance - core.loss_on_logits(model(z), t[index], loss, targeted=True)
-
-            z = minimize_box_lbfgs(objective, x_dev, 0.0, 1.0, max_iter=max_iter, history=history).x
-            with torch.no_grad():
-                reached = model(z).argmax(1) == t
-            norm = (z - x_dev).flatten(1).norm(dim=1)
-            better = reached & (norm < best_norm)
-            best = torch.where(better.view(-1, *[1] * (x_dev.ndim - 1)), z, best)
-            best_norm = torch.where(better, norm, best_norm)
-            success |= reached
-            c_lo = torch.where(reached, torch.max(c_lo, c), c_lo)
-            c_hi = torch.where(reached, c_hi, torch.min(c_hi, c))
-            bracketed = (c_lo > 0) & torch.isfinite(c_hi)
-            c = torch.where(bracketed, (c_lo * c_hi).sqrt(), torch.where(reached, 10 * c, c / 10))
-            bar.set_postfix(success=f"{success.float().mean().item():.0%}")
-    best = best.clamp(0.0, 1.0).detach().to(x.device)
-    return (best, success.to(x.device)) if return_success else best
+            won = reached(model(z))
+        norm = (z - x).flatten(1).norm(dim=1)
+        better = won & (norm < best_norm)
+        best = torch.where(better.view(-1, *[1] * (x.ndim - 1)), z, best)
+        best_norm = torch.where(better, norm, best_norm)
+        success |= won
+        c_lo = torch.where(won, torch.max(c_lo, c), c_lo)
+        c_hi = torch.where(won, c_hi, torch.min(c_hi, c))
+        bracketed = (c_lo > 0) & torch.isfinite(c_hi)
+        c = torch.where(bracketed, (c_lo * c_hi).sqrt(), torch.where(won, 10 * c, c / 10))
+        bar.set_postfix(success=f"{success.float().mean().item():.0%}")
+    return best

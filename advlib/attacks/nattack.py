@@ -28,7 +28,6 @@ from the same generator state (up to floating-point differences between batched 
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 from torch import nn
@@ -43,13 +42,14 @@ CHUNK = 4096  # default number of candidate images per forward pass
 MU_INIT_STD = 0.001  # the paper's initial mean: N(0, 0.001^2) per coordinate
 
 
-def nattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, popsize: int = 300,
-            sigma: float = 0.1, lr: float = 0.02, iters: int = 500, targeted: bool = False, *, kappa: float = 0.0,
+@core.attack("linf", positive=("sigma", "lr"), counts={"popsize": 2})
+def nattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, popsize: int = 300,
+            sigma: float = 0.1, lr: float = 0.02, steps: int = 500, targeted: bool = False, kappa: float = 0.0,
             generator: torch.Generator | None = None, chunk: int | None = None) -> torch.Tensor:
     """NATTACK of Li et al. (2019, Alg. 1), Linf: natural evolution strategies on the mean mu of a Gaussian
     search distribution in tanh space, using only the model's outputs (never its gradients).
 
-    Per image, mu starts at N(0, 0.001^2 I) (the authors' initialisation) and each of ``iters`` iterations
+    Per image, mu starts at N(0, 0.001^2 I) (the authors' initialisation) and each of ``steps`` iterations
 
     1. draws z_1, ..., z_P ~ N(0, I), P = ``popsize``, in the image's tanh space (one per pixel value);
     2. forms the candidates x'_j = Pi((tanh(w + mu + sigma z_j) + 1) / 2), w = arctanh((2x - 1)(1 - eps)),
@@ -81,40 +81,20 @@ def nattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, pops
     ``nattack(eot(model, samples=k, average="probs"), ...)`` (:func:`advlib.attacks.eot`: the log of the mean
     probabilities over k draws, still outputs only), with a confidence kappa > 0, so that an image stops only
     when the mean vote is wrong by a margin that fresh draws keep. Returned: the successful
-    candidate, or, for an image not fooled after ``iters`` iterations, the candidate at its final mu.
-    ``iters=0`` evaluates the candidate at the initial mu only.
+    candidate, or, for an image not fooled after ``steps`` iterations, the candidate at its final mu.
+    ``steps=0`` evaluates the candidate at the initial mu only.
 
     ``chunk`` bounds the candidate images per forward pass (default 4096); the Gaussians of as many images
     as fit into one chunk are drawn at once (at least one image's population, P x C x H x W values). Random
     numbers come from one seed per example drawn from ``generator`` (a CPU ``torch.Generator``; torch's
     global one when None), so a batch equals its images attacked one by one (module docstring).
 
-    Runs the model in eval mode, under ``torch.no_grad``, on the model's device, and restores its mode;
-    returns a detached tensor on ``x``'s device in [0,1] and in the eps-ball; never modifies ``x`` or ``y``.
-    Raises ``ValueError`` for a negative eps, a kappa that is negative or not finite, ``popsize`` < 2,
-    ``sigma`` <= 0, ``lr`` <= 0, ``iters`` not a whole number >= 0, ``chunk`` < 1, images outside [0,1], batch
-    sizes that differ, or a generator not on the CPU.
+    Runs under ``torch.no_grad``; keeps the contract of :mod:`advlib.attacks.core` (Linf ball).
     """
-    core.check_attack_inputs(model, x, y, eps=eps, kappa=kappa)
-    if not math.isfinite(kappa):
-        raise ValueError(f"kappa must be a finite confidence >= 0, got {kappa}")
-    for name, value, low in (("popsize", popsize, 2), ("iters", iters, 0)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or int(value) != value or value < low:
-            raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
-    for name, value in (("sigma", sigma), ("lr", lr)):
-        if not value > 0:
-            raise ValueError(f"{name} must be > 0, got {value}")
-    if chunk is not None and (int(chunk) != chunk or chunk < 1):
-        raise ValueError(f"chunk must be a whole number >= 1 (candidate images per forward pass), got {chunk}")
-    if generator is not None and (not isinstance(generator, torch.Generator) or generator.device.type != "cpu"):
-        raise ValueError(f"generator must be a CPU torch.Generator (seeds are drawn on the CPU), got {generator!r}")
-    popsize, iters, chunk = int(popsize), int(iters), int(chunk or CHUNK)
+    popsize, chunk = int(popsize), int(chunk or CHUNK)
     n = len(x)
-    if n == 0:
-        return x.detach().clone()
-
-    device = core.model_device(model)
-    x0, y0 = x.detach().to(device), y.to(device)
+    device = x.device
+    x0, y0 = x, y
     shape, d = x0.shape[1:], x0[0].numel()
     flat = x0.flatten(1)
     lo, hi = (flat - eps).clamp_min(0.0), (flat + eps).clamp_max(1.0)  # the ball cap the box, a box itself
@@ -138,12 +118,12 @@ def nattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, pops
     active = torch.arange(n, device=device)
     group = max(1, chunk // popsize)  # images whose populations are drawn and scored together
     slots = torch.arange(popsize, device=device)
-    with core.eval_mode(model), torch.no_grad():
-        for t in progress(range(iters + 1), desc="NATTACK (iterations)", leave=False):
+    with torch.no_grad():
+        for t in progress(range(steps + 1), desc="NATTACK (iterations)", leave=False):
             # the candidate at mu: stop the images it fools (and, after the last iteration, every image)
             at_mu = candidates(active, mu[active])
             logits = torch.cat([model(at_mu[s:s + chunk].view(-1, *shape)) for s in range(0, len(active), chunk)])
-            done = succeeded(logits, y0[active]) if t < iters else torch.ones_like(active, dtype=torch.bool)
+            done = succeeded(logits, y0[active]) if t < steps else torch.ones_like(active, dtype=torch.bool)
             result[active[done]] = at_mu[done]
             active = active[~done]
             if len(active) == 0:
@@ -171,7 +151,7 @@ def nattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, pops
             active = active[~fooled]
             if len(active) == 0:
                 break
-    return result.view_as(x0).to(x.device)
+    return result.view_as(x0)
 
 
 def _gaussians(seeds: torch.Tensor, iteration: int, slots: torch.Tensor, d: int,

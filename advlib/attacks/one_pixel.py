@@ -22,7 +22,6 @@ generator state (up to floating-point differences between batched and single for
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 from torch import nn
@@ -37,8 +36,9 @@ CHUNK = {"cuda": 4096, "cpu": 256}  # default candidate images per forward pass,
 _MASK = 0xFFFFFFFF
 
 
-def one_pixel(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pixels: int = 1, popsize: int = 400,
-              iters: int = 100, targeted: bool = False, *, F: float = 0.5, chunk: int | None = None,
+@core.attack(counts={"pixels": 1, "popsize": 4})
+def one_pixel(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, pixels: int = 1, popsize: int = 400,
+              steps: int = 100, targeted: bool = False, F: float = 0.5, chunk: int | None = None,
               generator: torch.Generator | None = None) -> torch.Tensor:
     """Su, Vargas and Sakurai's one pixel attack (2019, Sec. III): differential evolution, DE/rand/1 (Eq. 2).
 
@@ -55,8 +55,8 @@ def one_pixel(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pixels: int = 
 
     An image's best candidate is a successful one (misclassified; targeted: classified as the target) of
     lowest fitness if any candidate succeeds, else the candidate of lowest fitness. An image stops as soon
-    as its best candidate succeeds; the call stops when no image is left or after ``iters`` generations
-    (``iters=0`` evaluates the initial population only). Returned: each image with its best candidate
+    as its best candidate succeeds; the call stops when no image is left or after ``steps`` generations
+    (``steps=0`` evaluates the initial population only). Returned: each image with its best candidate
     applied, successful or not (predict to see which succeeded), so it differs from ``x`` in at most
     ``pixels`` pixel positions (every channel of a pixel may change).
 
@@ -66,29 +66,15 @@ def one_pixel(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pixels: int = 
     ``generator`` (a CPU ``torch.Generator``; torch's global one when None), so a batch gives the same
     result as its examples one by one (see the module's docstring).
 
-    Runs the model in eval mode, without gradients, on the model's device, and restores its mode; returns a
-    detached tensor in [0, 1] on ``x``'s device; never modifies ``x`` or ``y``. Raises ``ValueError`` for
-    images outside [0,1], batch sizes that differ, ``pixels`` not a whole number >= 1, ``popsize`` < 4,
-    ``iters`` < 0, ``F`` outside (0, 2], ``chunk`` < 1, or a generator not on the CPU.
+    Runs without gradients; keeps the contract of :mod:`advlib.attacks.core`. ``F`` must lie in (0, 2].
     """
-    core.check_attack_inputs(model, x, y)
-    for name, value, low in (("pixels", pixels, 1), ("popsize", popsize, 4), ("iters", iters, 0)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or int(value) != value or value < low:
-            raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
     if not 0 < F <= 2:
         raise ValueError(f"F (the differential weight) must lie in (0, 2], got {F}")
-    if chunk is not None and (int(chunk) != chunk or chunk < 1):
-        raise ValueError(f"chunk must be a whole number >= 1 (candidate images per forward pass), got {chunk}")
-    if generator is not None and (not isinstance(generator, torch.Generator) or generator.device.type != "cpu"):
-        raise ValueError(f"generator must be a CPU torch.Generator (seeds are drawn on the CPU), got {generator!r}")
     n, (c, h, w) = len(x), x.shape[1:]
-    if n == 0:
-        return x.detach().clone()
-
-    device = core.model_device(model)
-    pixels, popsize, iters = int(pixels), int(popsize), int(iters)
+    device = x.device
+    pixels, popsize, steps = int(pixels), int(popsize), int(steps)
     chunk = int(chunk or CHUNK.get(device.type, CHUNK["cuda"]))
-    x0, y0 = x.detach().to(device), y.to(device)
+    x0, y0 = x, y
     seeds = torch.randint(0, 2**32, (n,), generator=generator).to(device)
     upper = torch.tensor([h, w] + [1.0] * c, dtype=x0.dtype, device=device)  # coordinates, then values
     slots = torch.arange(popsize, device=device)
@@ -101,9 +87,9 @@ def one_pixel(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pixels: int = 
 
     active = torch.arange(n, device=device)  # the images still being attacked
     best = torch.empty(n, pixels, 2 + c, dtype=x0.dtype, device=device)
-    with core.eval_mode(model), torch.no_grad():
+    with torch.no_grad():
         fit, won = _evaluate(model, x0, y0, active, pop, targeted, chunk)
-        for g in progress(range(1, iters + 1), desc="one pixel attack (generations)", leave=False):
+        for g in progress(range(1, steps + 1), desc="one pixel attack (generations)", leave=False):
             _record_best(best, active, pop, fit, won)
             keep = ~won.any(dim=1)  # an image stops once its best candidate succeeds
             if not keep.any():
@@ -118,7 +104,7 @@ def one_pixel(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pixels: int = 
             fit, won = torch.where(better, fit_m, fit), torch.where(better, won_m, won)
         else:
             _record_best(best, active, pop, fit, won)
-    return _apply(x0, torch.arange(n, device=device), best).to(x.device)
+    return _apply(x0, torch.arange(n, device=device), best)
 
 
 def _record_best(best: torch.Tensor, active: torch.Tensor, pop: torch.Tensor, fit: torch.Tensor,

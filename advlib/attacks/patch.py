@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import utils
 from ..utils import progress
 from . import core
 
@@ -98,6 +99,12 @@ def patch(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, s
           rotate: bool = False, generator: torch.Generator | None = None, desc: str = "patch") -> torch.Tensor:
     """Train the universal adversarial patch of Brown et al. 2017 (Eq. 1) on the images ``x``.
 
+    The one exception to the attack contract of :mod:`advlib.attacks.core`: a patch is *universal*, one
+    patch for a whole dataset, so it returns the patch (C, size, size), not adversarial images (paste it
+    with :func:`apply_patch`), and its target is one class ``target`` for every image, not per-example
+    labels (``y`` holds the true labels, optional for a targeted patch). Its arguments are checked by the
+    same validators.
+
     Targeted (``target=t``): minimise the mean over a mini-batch of -log Pr(t | A(p, x, l, t)), a Monte
     Carlo estimate of minus Eq. 1, each image at a fresh uniform location l (and, with ``rotate=True``,
     turned a random multiple of 90 degrees). When ``y`` is given, images already of class t are left out
@@ -118,33 +125,33 @@ def patch(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, s
     than the image, a target that is not an int in [0, number of logits), or epochs, batch_size or lr
     out of range.
     """
-    core.check_attack_inputs(model, x, y)
+    utils.check_model(model)
+    utils.check_images(x)
+    utils.check_model(model, x)
+    if y is not None:
+        utils.check_labels(y, len(x))
     h, w = x.shape[-2:]
     if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= min(h, w):
         raise ValueError(f"size must be an int in [1, {min(h, w)}] for {h}x{w} images, got {size!r}")
     if target is None and y is None:
         raise ValueError("an untargeted patch needs the true labels y (or give a target class)")
     if target is not None and (isinstance(target, bool) or not isinstance(target, int)):
-        raise ValueError(f"target must be an int class index, got {target!r}")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-        raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
-    if generator is not None and (not isinstance(generator, torch.Generator) or generator.device.type != "cpu"):
-        raise ValueError(f"generator must be a CPU torch.Generator, got {generator!r}")
+        raise TypeError(f"target must be an int class index, got {target!r}")
+    utils.check_count("epochs", epochs)
+    utils.check_count("batch_size", batch_size, low=1)
+    utils.check_real("lr", lr, strict=True)
+    utils.check_generator(generator)
     if len(x) == 0:
         raise ValueError("a patch needs at least one training image")
 
     device = core.model_device(model)
-    with core.eval_mode(model):
+    with core.eval_mode(model), torch.enable_grad():
         with torch.no_grad():
-            num_classes = model(x[:1].detach().to(device)).shape[1]
+            num_classes = utils.check_logits(model(x[:1].detach().to(device)))
         if target is not None and not 0 <= target < num_classes:
             raise ValueError(f"target must be in [0, {num_classes}) (the model has {num_classes} logits), got {target}")
-        if y is not None and len(y) and (y.min() < 0 or y.max() >= num_classes):
-            raise ValueError(f"labels y must lie in [0, {num_classes}), got [{y.min().item()}, {y.max().item()}]")
+        if y is not None:
+            utils.check_classes(y, num_classes)
         images, labels = x.detach(), y
         if target is not None and y is not None:
             images, labels = images[y != target], None

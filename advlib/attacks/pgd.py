@@ -32,8 +32,9 @@ from . import core
 __all__ = ["pgd"]
 
 
-def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int,
-        norm: str = "linf", random_start: bool = True, restarts: int = 1, targeted: bool = False,
+@core.attack("norm")
+def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float | None = None,
+        steps: int = 40, norm: str = "linf", random_start: bool = True, restarts: int = 1, targeted: bool = False,
         loss: str = "ce", generator: torch.Generator | None = None, keep: str = "best") -> torch.Tensor:
     """Projected gradient ascent of Madry et al. 2017 (Sec. 2.1, on the inner maximisation of Eq. (2.1)).
 
@@ -49,6 +50,9 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: f
     (Carlini-Wagner's margin on the logits, :func:`core.margin`, which is right when every logit is
     negative).
 
+    Defaults: ``steps=40`` (Madry et al.'s MNIST adversary) and the step size ``alpha = 2.5 * eps / steps``
+    (Madry et al.'s rule, their robustness library's default: enough to cross the ball 1.25 times).
+
     Random start (``random_start=True``): x^0 = clip_[0,1](x + delta) with delta uniform in the Linf
     ball of radius eps, or, for L2, uniform in the L2 ball (a Gaussian direction, normalised, times
     eps * U^(1/d), U uniform on [0,1), d the number of pixels). Otherwise x^0 = x. See the module's
@@ -63,81 +67,49 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: f
     comes out of the forward pass that computes its gradient, and only the last iterate of each run
     costs one extra forward pass. ``keep="last"`` returns Madry et al.'s last iterate x^steps instead
     (of the last restart), without that pass: the inner maximisation of adversarial training, where
-    every forward pass counts (:mod:`advlib.defenses`).
-
-    Runs the model in eval mode on its own device and restores its mode; returns a detached tensor on
-    ``x``'s device in [0,1] and in the eps-ball; never modifies ``x`` or ``y``. ``eps = 0`` returns
-    ``x`` (a copy). Raises ``ValueError`` for a negative eps, alpha or steps, fewer than one restart,
-    images outside [0,1], batch sizes that differ, an unknown norm or loss, or a generator not on the CPU.
+    every forward pass counts (:mod:`advlib.defenses`). Keeps the contract of :mod:`advlib.attacks.core`.
     """
-    core.check_attack_inputs(model, x, y, eps=eps, norm=norm, loss=loss, alpha=alpha, steps=steps)
-    if int(steps) != steps:
-        raise ValueError(f"steps must be a whole number, got {steps}")
     if keep not in ("best", "last"):
         raise ValueError(f"keep must be 'best' or 'last', got {keep!r}")
-    if int(restarts) != restarts or restarts < 1:
-        raise ValueError(f"restarts must be a whole number >= 1, got {restarts}")
-    if generator is not None and (not isinstance(generator, torch.Generator) or generator.device.type != "cpu"):
-        raise ValueError("generator must be a CPU torch.Generator (random starts are drawn on the CPU so that "
-                         f"they do not depend on the device or the batch), got {generator!r}")
-    steps, restarts = int(steps), int(restarts)
-    if eps == 0 or len(x) == 0 or (steps == 0 and not random_start):
-        return x.detach().clone()
-
-    device = core.model_device(model)
-    x0, y = x.detach().to(device), y.to(device)
-    n = len(x0)
-    view = (n,) + (1,) * (x0.ndim - 1)
-    noise = _random_starts(x0, eps, norm, restarts, generator) if random_start else None
-
+    if alpha is None:
+        alpha = 2.5 * eps / steps if steps else 0.0
+    if steps == 0 and not random_start:
+        return x.clone()
+    noise = _random_starts(x, eps, norm, restarts, generator) if random_start else None
+    view = (len(x),) + (1,) * (x.ndim - 1)
     if norm == "linf":
-        # The Linf ball intersected with the box is itself a box [lo, hi] = [max(x - eps, 0), min(x + eps, 1)]
-        # (core.project_linf of the all-0 and all-1 images), and clamping to it is exactly core.project_linf.
-        lo = (x0 - eps).clamp_(min=0.0)
-        hi = (x0 + eps).clamp_(max=1.0)
-
-    best = x0.clone()
-    best_loss = torch.full((n,), float("-inf"), device=device, dtype=x0.dtype)
-    best_success = torch.zeros(n, dtype=torch.bool, device=device)
-    with core.eval_mode(model):
-        for restart in range(restarts):
-            if noise is None:
-                x_adv = x0.clone()
-            else:
-                x_adv = (x0 + noise[:, restart].to(device, non_blocking=True)).clamp_(0.0, 1.0)
-            for t in range(steps + 1):
-                last = t == steps
-                if last and keep == "last":
-                    break
-                if last:  # the final iterate needs its loss only
-                    with torch.no_grad():
-                        logits = model(x_adv)
-                        per_example = core.loss_on_logits(logits, y, loss, targeted=targeted)
-                else:
-                    x_adv.requires_grad_(True)
-                    logits = model(x_adv)
-                    per_example = core.loss_on_logits(logits, y, loss, targeted=targeted)
+        # the Linf ball cap the box is itself a box [lo, hi]: clamping to it is exactly core.project_linf
+        lo, hi = (x - eps).clamp_(min=0.0), (x + eps).clamp_(max=1.0)
+    best, best_loss = x.clone(), torch.full((len(x),), float("-inf"), device=x.device, dtype=x.dtype)
+    best_success = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    for restart in range(restarts):
+        x_adv = x.clone() if noise is None else (x + noise[:, restart].to(x.device, non_blocking=True)).clamp_(0, 1)
+        for t in range(steps + 1):
+            last = t == steps
+            if last and keep == "last":
+                break
+            with torch.set_grad_enabled(not last):  # the final iterate needs its loss only
+                x_adv.requires_grad_(not last)
+                logits = model(x_adv)
+                per_example = core.loss_on_logits(logits, y, loss, targeted=targeted)
+                if not last:
                     (grad,) = torch.autograd.grad(per_example.sum(), x_adv)
-                    x_adv = x_adv.detach()
-                with torch.no_grad():
-                    if keep == "best":
-                        # keep x^t where it beats the example's best so far: success first, then the loss
-                        per_example = per_example.detach()
-                        success = (logits.argmax(1) == y) if targeted else (logits.argmax(1) != y)
-                        better = (success & ~best_success) | ((success == best_success) & (per_example > best_loss))
-                        best = torch.where(better.view(view), x_adv, best)
-                        best_loss = torch.where(better, per_example, best_loss)
-                        best_success |= success
-                    if last:
-                        break
-                    if norm == "linf":  # x^{t+1} = Pi(x^t + alpha sign(grad)), in place
-                        x_adv.add_(grad.sign_(), alpha=alpha).clamp_(lo, hi)
-                    else:  # x^{t+1} = Pi(x^t + alpha grad / ||grad||_2)
-                        scale = alpha / grad.flatten(1).norm(dim=1).clamp_min(1e-12)
-                        x_adv = core.project_l2(x_adv.addcmul_(grad, scale.view(view)), x0, eps)
-    if keep == "last":
-        best = x_adv
-    return best.detach().to(x.device)
+            x_adv, per_example = x_adv.detach(), per_example.detach()
+            with torch.no_grad():
+                if keep == "best":  # keep x^t where it beats the example's best: success first, then the loss
+                    success = (logits.argmax(1) == y) if targeted else (logits.argmax(1) != y)
+                    better = (success & ~best_success) | ((success == best_success) & (per_example > best_loss))
+                    best = torch.where(better.view(view), x_adv, best)
+                    best_loss = torch.where(better, per_example, best_loss)
+                    best_success |= success
+                if last:
+                    break
+                if norm == "linf":  # x^{t+1} = Pi(x^t + alpha sign(grad)), in place
+                    x_adv.add_(grad.sign_(), alpha=alpha).clamp_(lo, hi)
+                else:  # x^{t+1} = Pi(x^t + alpha grad / ||grad||_2)
+                    scale = alpha / grad.flatten(1).norm(dim=1).clamp_min(1e-12)
+                    x_adv = core.project_l2(x_adv.addcmul_(grad, scale.view(view)), x, eps)
+    return x_adv if keep == "last" else best
 
 
 def _random_starts(x: torch.Tensor, eps: float, norm: str, restarts: int,

@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..utils import eval_mode, model_device
+from ..utils import check_generator, eval_mode, model_device
 from .backward import backward
 from .layer_bounds import dual_relaxations
 from .network import check_certify_inputs, input_region, layers
@@ -57,8 +57,7 @@ def dual_bounds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
     if projections is not None and (isinstance(projections, bool) or not isinstance(projections, int)
                                     or projections < 1):
         raise ValueError(f"projections must be None or a positive number of projections, got {projections!r}")
-    if generator is not None and (not isinstance(generator, torch.Generator) or generator.device.type != "cpu"):
-        raise ValueError("generator must be a CPU torch.Generator (the projections are drawn on the CPU)")
+    check_generator(generator)
     device = model_device(model)
     x, y = x.to(device), y.to(device)
     with eval_mode(model):

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attacks.core import check_attack_inputs
+from .. import utils
 from ..models import Normalize
 
 __all__ = ["RELU", "Affine", "check_certify_inputs", "input_region", "layers"]
@@ -182,6 +182,10 @@ def layers(model: nn.Module, example: torch.Tensor) -> list:
                                 f"nn.Conv2d, nn.ReLU, nn.Flatten and advlib.models.Normalize")
             if kind is _Flatten and (layer.start_dim != 1 or layer.end_dim != -1):
                 raise TypeError(f"unsupported layer {layer!r}: only Flatten(start_dim=1, end_dim=-1) is supported")
+            if kind is _Linear and z.ndim != 2:
+                raise TypeError(f"unsupported use of {layer!r}: bounds need a Linear layer to act on flat vectors "
+                                f"(N, features), but it gets inputs shaped (N, {', '.join(map(str, z.shape[1:]))}); "
+                                "put an nn.Flatten() before it")
             out = layer(z)
             steps.append(kind(layer, z.shape[1:], out.shape[1:]))
             z = out
@@ -201,7 +205,12 @@ def check_certify_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor | No
                          box: tuple[float, float] | None) -> None:
     """``TypeError``/``ValueError`` unless ``model`` is an ``nn.Sequential``, ``x`` a batch of images in [0,1]
     (with labels ``y`` of the same length, when given), ``eps`` >= 0 and ``box`` None or (lo, hi) with lo < hi."""
-    check_attack_inputs(model, x, y, eps=eps)
+    utils.check_model(model)
+    utils.check_images(x)
+    utils.check_model(model, x)
+    if y is not None:
+        utils.check_labels(y, len(x))
+    utils.check_real("eps", eps)
     if not isinstance(model, nn.Sequential):
         raise TypeError(f"bounds need an nn.Sequential of Linear, Conv2d, ReLU, Flatten and Normalize layers, "
                         f"got {type(model).__name__}")

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import torch
 
+from ..utils import check_classes
+
 __all__ = ["margin_specification", "num_outputs"]
 
 
 def margin_specification(y: torch.Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """(N, K, K): row j of example n is e_{y_n} - e_j (the zero row at j = y_n)."""
+    """(N, K, K): row j of example n is e_{y_n} - e_j (the zero row at j = y_n); ``ValueError`` for a label
+    outside [0, K)."""
+    check_classes(y, num_classes)
     eye = torch.eye(num_classes, dtype=dtype, device=y.device)
     return eye[y].unsqueeze(1) - eye.unsqueeze(0)
 
