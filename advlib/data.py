@@ -10,19 +10,26 @@ read them. When they are missing, :func:`fetch` looks, in order, for
 2. torchvision's download, when its servers can be reached (checked with a short timeout first).
 
 Every file is verified and moved into place atomically, so an interrupted fetch never leaves a file
-that is later taken for a good one.
+that is later taken for a good one. Loading verifies the IDX files of Fashion-MNIST and MNIST again (size
+and header every time, the SHA-256 once per file, see :func:`verify`): a damaged file is an error that
+names it and the command that fetches it again, never a silently wrong dataset.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import json
+import math
 import os
+import shlex
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -43,6 +50,20 @@ FASHION_MNIST_SHA256 = {
     "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
     "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
 }
+# The known SHA-256 of each dataset's IDX files. MNIST's files are checked by size and header only.
+SHA256 = {"fashion-mnist": FASHION_MNIST_SHA256}
+
+# The IDX files of Fashion-MNIST and MNIST (same names, same layout): the magic number (0x08, unsigned
+# bytes, then the number of dimensions) and the dimensions their header must hold; these fix the size too.
+IDX_DATASETS = ("fashion-mnist", "mnist")
+IDX_FILES = {
+    "train-images-idx3-ubyte": (0x803, (60_000, 28, 28)),
+    "train-labels-idx1-ubyte": (0x801, (60_000,)),
+    "t10k-images-idx3-ubyte": (0x803, (10_000, 28, 28)),
+    "t10k-labels-idx1-ubyte": (0x801, (10_000,)),
+}
+IDX_PREFIX = {"train": "train", "test": "t10k"}
+STAMP = ".verified.json"  # in a dataset's folder: path, size, mtime and SHA-256 of each file hashed
 
 
 @dataclass(frozen=True)
@@ -80,6 +101,10 @@ class DatasetNotFoundError(FileNotFoundError):
     """A dataset is in none of the places advlib looks, and it could not be fetched."""
 
 
+class DatasetCorruptError(ValueError):
+    """A dataset file is damaged: wrong size, wrong IDX header or wrong SHA-256. Fetching repairs it."""
+
+
 def info(name: str) -> DatasetInfo:
     """The :class:`DatasetInfo` of ``name``; a ``ValueError`` for a name advlib does not know."""
     if name not in DATASETS:
@@ -92,9 +117,12 @@ def classes(name: str = "fashion-mnist") -> tuple[str, ...]:
     return info(name).classes
 
 
-def fetch_command(name: str) -> str:
-    """The shell command that fetches dataset ``name`` into the data folder."""
-    return f"{Path(sys.executable).name} -m advlib.data fetch {name}"
+def fetch_command(name: str, root: Path | None = None) -> str:
+    """The shell command that fetches dataset ``name`` into the data folder (or into ``root``)."""
+    command = f"{Path(sys.executable).name} -m advlib.data fetch {name}"
+    if root is not None and Path(root).resolve() != config.data_dir().resolve():
+        command = f"{config.DATA_ENV}={shlex.quote(str(root))} {command}"
+    return command
 
 
 def load(name: str = "fashion-mnist", split: str = "train", *, root: str | Path | None = None,
@@ -104,12 +132,14 @@ def load(name: str = "fashion-mnist", split: str = "train", *, root: str | Path 
     ``x`` is float32 in [0,1] shaped (N,C,H,W); ``y`` is int64 shaped (N,). ``root`` defaults to
     :func:`advlib.config.data_dir`. With ``fetch_missing`` (the default) missing files are fetched
     first (see :func:`fetch`); otherwise, and when no fetch succeeds, a :class:`DatasetNotFoundError`
-    names the dataset and the command that fetches it.
+    names the dataset and the command that fetches it. A damaged file raises :class:`DatasetCorruptError`
+    (see :func:`verify`).
     """
     meta = info(name)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     root = Path(root) if root is not None else config.data_dir()
+    verify(name, root=root, splits=(split,))
     try:
         dataset = _torchvision_dataset(name, root, train=split == "train", download=False)
     except RuntimeError:  # torchvision's "Dataset not found or corrupted"
@@ -132,26 +162,50 @@ def load(name: str = "fashion-mnist", split: str = "train", *, root: str | Path 
 
 
 def fetch(name: str = "fashion-mnist", *, root: str | Path | None = None) -> Path:
-    """Make dataset ``name`` present under ``root`` (default: the data folder); return its folder.
+    """Make dataset ``name`` present and intact under ``root`` (default: the data folder); return its folder.
 
-    Tries Debian's ``dataset-fashion-mnist`` files (Fashion-MNIST only), then torchvision's download
-    when its server answers within seconds. Raises :class:`DatasetNotFoundError` naming what was tried.
+    Files already there are verified (:func:`verify`); missing and damaged ones are fetched again, from
+    Debian's ``dataset-fashion-mnist`` files (Fashion-MNIST only), then from torchvision's download when
+    its server answers within seconds. Raises :class:`DatasetNotFoundError` naming what was tried, or
+    :class:`DatasetCorruptError` when damaged files are left that no source could replace.
     """
     info(name)
     root = Path(root) if root is not None else config.data_dir()
     root.mkdir(parents=True, exist_ok=True)
     tried: list[str] = []
-    if _present(name, root):
+    damaged = _damaged(name, root, SPLITS)
+    if not damaged and _present(name, root):
         return root / info(name).folder
     if name == "fashion-mnist":
         for source in _debian_sources(root, tried):
-            _stage_fashion_mnist(source, root)
-            if _present(name, root):
+            _stage_fashion_mnist(source, root)  # replaces missing and damaged files
+            if _intact(name, root):
                 return root / info(name).folder
     _download_with_torchvision(name, root, tried)
-    if _present(name, root):
+    if _intact(name, root):
         return root / info(name).folder
+    damaged = _damaged(name, root, SPLITS)
+    if damaged:
+        raise DatasetCorruptError(_damaged_message(name, root, damaged, tried))
     raise DatasetNotFoundError(_missing_message(name, root, tried))
+
+
+def verify(name: str = "fashion-mnist", *, root: str | Path | None = None,
+           splits: tuple[str, ...] = SPLITS) -> None:
+    """Check the IDX files of ``name`` (Fashion-MNIST, MNIST) present under ``root`` for ``splits``.
+
+    Every call checks each file's size and IDX header (magic number and dimensions), which costs a
+    ``stat`` and a few bytes read. The SHA-256, where advlib knows it (Fashion-MNIST), costs a read of the
+    whole file, so it is checked once: a stamp in the dataset's folder then records the file's path, size,
+    modification time and hash, and later calls skip the hash until the file changes. Raises
+    :class:`DatasetCorruptError` naming each damaged file, what is wrong and the command that repairs it.
+    Missing files are left to the loader (which fetches them); CIFAR-10's batches are checked by
+    torchvision (their MD5s).
+    """
+    root = Path(root) if root is not None else config.data_dir()
+    damaged = _damaged(name, root, splits)
+    if damaged:
+        raise DatasetCorruptError(_damaged_message(name, root, damaged))
 
 
 def subset(x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -181,6 +235,96 @@ def load_subsets(name: str = "fashion-mnist", train_size: int | None = None, tes
     x, y = load(name, "train")
     xt, yt = load(name, "test")
     return subset(x, y, train_size, seed), subset(xt, yt, test_size, seed)
+
+
+# --- verifying the files -------------------------------------------------------------------------
+
+def _damaged(name: str, root: Path, splits: tuple[str, ...]) -> list[str]:
+    """``"file: what is wrong"`` for every damaged IDX file of ``name`` present under ``root``."""
+    if name not in IDX_DATASETS:
+        return []
+    raw = root / info(name).folder / "raw"
+    files = [raw / stem for split in splits for stem in IDX_FILES if stem.startswith(IDX_PREFIX[split])]
+    found = ((file, _problem(name, file)) for file in files if file.is_file())
+    return [f"{file}: {problem}" for file, problem in found if problem]
+
+
+def _problem(name: str, file: Path) -> str | None:
+    """What is wrong with IDX file ``file`` of dataset ``name`` (its header, size or SHA-256); None if nothing."""
+    magic, dims = IDX_FILES[file.name]
+    expected = (magic, *dims)
+    with open(file, "rb") as f:
+        header = f.read(4 * len(expected))
+    if len(header) < 4 * len(expected):
+        return f"wrong IDX header: the file holds only {len(header)} bytes, expected {_idx_text(expected)}"
+    found = struct.unpack(f">{len(expected)}I", header)
+    if found != expected:
+        return f"wrong IDX header: {_idx_text(found)}, expected {_idx_text(expected)}"
+    size, expected_size = file.stat().st_size, len(header) + math.prod(dims)
+    if size != expected_size:
+        return f"wrong size: {size:,} bytes, expected {expected_size:,} (a truncated or overlong copy)"
+    sha = SHA256.get(name, {}).get(file.name)
+    if sha is not None and not _has_sha256(file, sha):
+        return f"wrong SHA-256 checksum: its content is not {info(name).title}'s {file.name}"
+    return None
+
+
+def _idx_text(header: tuple[int, ...]) -> str:
+    return f"magic {header[0]:#06x}, dimensions {' x '.join(str(d) for d in header[1:])}"
+
+
+def _sha256(file: Path) -> str:
+    """The SHA-256 of ``file``, read in chunks."""
+    digest = hashlib.sha256()
+    with open(file, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _has_sha256(file: Path, expected: str) -> bool:
+    """Whether ``file`` hashes to ``expected``: hashed once, then taken from the stamp in the dataset's
+    folder for as long as the file's path, size and modification time are those the stamp records."""
+    stat = file.stat()  # before hashing: a file changed while it is hashed gets another stamp next time
+    entry = {"path": str(file.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": expected}
+    stamp = file.parent.parent / STAMP
+    try:
+        stamps = json.loads(stamp.read_text())
+    except (OSError, ValueError):  # none yet, or unreadable: hash again
+        stamps = {}
+    stamps = stamps if isinstance(stamps, dict) else {}
+    if stamps.get(file.name) == entry:
+        return True
+    if _sha256(file) != expected:
+        return False
+    try:  # a stamp only saves time: a data folder we cannot write is verified by hashing every time
+        with _atomic_file(stamp) as out:
+            out.write(json.dumps({**stamps, file.name: entry}, indent=1).encode())
+    except OSError:
+        pass
+    return True
+
+
+def _intact(name: str, root: Path) -> bool:
+    """Whether every file of ``name`` is present under ``root`` and none is damaged."""
+    return not _damaged(name, root, SPLITS) and _present(name, root)
+
+
+@contextmanager
+def _atomic_file(target: Path):
+    """A temporary file beside ``target`` to write into; when the block ends without an error it is
+    fsynced, made readable to all and renamed over ``target``; on any error or interruption it goes."""
+    out = tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False)
+    try:
+        with out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(out.name, 0o644)  # temporary files are private; a data folder may be shared
+        os.replace(out.name, target)
+    except BaseException:
+        Path(out.name).unlink(missing_ok=True)
+        raise
 
 
 # --- where the files come from ------------------------------------------------------------------
@@ -241,33 +385,25 @@ def _apt_download(folder: Path) -> Path | None:
 
 
 def _stage_fashion_mnist(source: Path, root: Path) -> None:
-    """Decompress Debian's IDX files, check their SHA-256, and move each into place atomically."""
+    """Decompress Debian's IDX files, check their SHA-256, and move each into place atomically,
+    for every file that is missing or damaged (a good file is kept)."""
     raw = root / info("fashion-mnist").folder / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for stem, expected in FASHION_MNIST_SHA256.items():
         target = raw / stem
         gz, plain = source / f"{stem}.gz", source / stem
-        if target.exists() or not (gz.exists() or plain.exists()):
+        if (target.exists() and _problem("fashion-mnist", target) is None) or not (gz.exists() or plain.exists()):
             continue
         opener = gzip.open if gz.exists() else open
-        out = tempfile.NamedTemporaryFile(dir=raw, prefix=f".{stem}.", delete=False)
-        try:  # the temporary file goes, whatever interrupts the copy; only a verified file is renamed
-            with out:
-                digest = hashlib.sha256()
-                with opener(gz if gz.exists() else plain, "rb") as src:
-                    while chunk := src.read(1 << 20):
-                        digest.update(chunk)
-                        out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
+        # the temporary file goes, whatever interrupts the copy; only a verified file is renamed
+        with _atomic_file(target) as out, opener(gz if gz.exists() else plain, "rb") as src:
+            digest = hashlib.sha256()
+            while chunk := src.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
             if digest.hexdigest() != expected:
                 raise RuntimeError(f"{source / stem} does not have the SHA-256 of Fashion-MNIST's {stem}; "
                                    "the Debian package files look corrupt")
-            os.chmod(out.name, 0o644)  # temporary files are private; a data folder may be shared
-            os.replace(out.name, target)
-        except BaseException:
-            Path(out.name).unlink(missing_ok=True)
-            raise
 
 
 def _reachable(url: str, timeout: float = 5.0) -> bool:
@@ -313,11 +449,20 @@ def _download_with_torchvision(name: str, root: Path, tried: list[str]) -> None:
         socket.setdefaulttimeout(previous)
 
 
+def _damaged_message(name: str, root: Path, damaged: list[str], tried: list[str] | None = None) -> str:
+    lines = [f"{info(name).title} ({name!r}) has damaged files under {root}:", *(f"  {d}" for d in damaged)]
+    if tried:
+        lines.append("Fetching them again failed. Tried: " + "; ".join(tried) + ".")
+    lines.append(f"Repair with `{fetch_command(name, root)}` (it verifies every file and fetches the damaged "
+                 "ones again).")
+    return "\n".join(lines)
+
+
 def _missing_message(name: str, root: Path, tried: list[str]) -> str:
     lines = [f"{info(name).title} ({name!r}) was not found under {root}."]
     if tried:
         lines.append("Tried: " + "; ".join(tried) + ".")
-    lines.append(f"Fetch it with `{fetch_command(name)}` (needs torchvision's servers"
+    lines.append(f"Fetch it with `{fetch_command(name, root)}` (needs torchvision's servers"
                  + (", or Debian's package registry: `apt-get download dataset-fashion-mnist` and "
                     "`dpkg -x` it" if name == "fashion-mnist" else "") + ").")
     return "\n".join(lines)

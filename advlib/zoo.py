@@ -5,11 +5,15 @@ decides its weights: the recipe (architecture, dataset, optimiser, learning rate
 and the run profile's sizes (training subset, epochs, batch size). Another profile or recipe is
 another file; the same ones reuse the file. Files are written atomically (a temporary file in the
 same folder, fsynced, then renamed over), loaded with ``torch.load(..., weights_only=True)``, and a
-file that fails to load or holds another configuration is retrained, never trusted.
+file that fails to load, holds another configuration or weights that do not fit the recipe's model is
+retrained (with a warning naming it), never trusted. Training and saving hold a lock on the file, so two
+processes asking for the same untrained model train it once: the second waits and loads the first's
+file. A cache that cannot be written (a read-only folder, a full disk) costs a warning, never the model.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -19,6 +23,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import filelock
 import torch
 from torch import nn
 
@@ -140,25 +145,64 @@ def get(name: str, profile: str | None = None, *, retrain: bool = False,
 
     Loads the cached weights when a valid cache file exists; otherwise trains the model (with a
     progress bar), writes the file atomically and returns it. ``retrain=True`` ignores the cache.
+    A bad cache file is retrained and a cache that cannot be written still returns the model, each with a
+    warning naming the file or folder; two processes asking at once train the model once (see :func:`_obtain`).
     """
     device = config.device() if device is None else device
-    conf = configuration(name, profile)
-    model = _build(conf)
-    file = path(name, profile)
-    checkpoint = None if retrain else _load(file, conf)
-    if checkpoint is None:
-        checkpoint = _train(model, conf, device)
-        _save_atomic(checkpoint, file)
-    model.load_state_dict(checkpoint["state_dict"])
+    model, _ = _obtain(name, profile, retrain=retrain, device=device)
     return model.to(device).eval()
 
 
 def record(name: str, profile: str | None = None) -> dict:
-    """What was recorded when zoo model ``name`` was trained: configuration, per-epoch losses,
-    training seconds, test accuracy on the profile's test subset. Trains the model if needed."""
-    get(name, profile, device=torch.device("cpu"))
-    checkpoint = _load(path(name, profile), configuration(name, profile))
-    return {k: v for k, v in checkpoint.items() if k != "state_dict"}
+    """What was recorded when zoo model ``name`` was trained: configuration, per-epoch losses, the
+    training work (``optimizer_steps``, ``examples_seen``: the same on every machine, so the numbers to
+    compare), the training seconds (for display: they depend on the machine and its load), test accuracy
+    on the profile's test subset. Trains the model if needed."""
+    _, checkpoint = _obtain(name, profile, retrain=False, device=torch.device("cpu"))
+    rec = {k: v for k, v in checkpoint.items() if k != "state_dict"}
+    if "optimizer_steps" not in rec:  # a file written before the zoo counted work: the same counts, from its recipe
+        conf = rec["config"]
+        n = conf["train_size"] or len(data.load(conf["recipe"]["dataset"], "train")[1])
+        rec.update(_work(conf, len(rec["epoch_losses"]), n))
+    return rec
+
+
+def _obtain(name: str, profile: str | None, *, retrain: bool, device: torch.device) -> tuple[nn.Module, dict]:
+    """The model of ``name`` and its checkpoint, from the cache file if it is valid, else trained and saved.
+
+    The check of the file and the training run under the file's lock: a second process asking for a model
+    being trained waits for it, then finds the file written. Without a lock (see :func:`_lock`) it trains
+    too, and the atomic writes keep the file whole.
+    """
+    conf = configuration(name, profile)
+    file = path(name, profile)
+    with _lock(file):
+        loaded = None if retrain else _load(file, conf)
+        if loaded is not None:
+            return loaded
+        model = _build(conf)
+        checkpoint = _train(model, conf, device)
+        _save(checkpoint, file)
+    return model, checkpoint
+
+
+@contextlib.contextmanager
+def _lock(file: Path):
+    """Hold a lock on cache file ``file`` (a ``.lock`` file beside it) while the model is loaded or trained
+    and saved. Where no lock can be made (a read-only cache folder, which will not take the model either;
+    a file system without locks) the block runs unlocked: at worst two processes both train the model."""
+    lock = None
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(f"{file}.lock")
+        lock.acquire()
+    except (OSError, NotImplementedError):
+        lock = None
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _build(conf: dict) -> nn.Module:
@@ -197,27 +241,59 @@ def _train(model: nn.Module, conf: dict, device: torch.device) -> dict:
         raise ValueError(f"unknown trainer {spec['trainer']!r} in the recipe of {conf['name']!r}")
     seconds = time.perf_counter() - start
     return {"config": conf, "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "epoch_losses": history.epoch_losses, "train_seconds": seconds,
+            "epoch_losses": history.epoch_losses, **_work(conf, len(history.epoch_losses), len(x)),
+            "train_seconds": seconds,  # for display only: it depends on the machine and on its load
             "test_accuracy": metrics.accuracy(model, xt, yt), "device": str(device),
             # fast adversarial training's guard: PGD accuracy after each epoch, and the epoch it stopped at
             "guard_accuracy": getattr(history, "guard_accuracy", None),
             "stopped_at": getattr(history, "stopped_at", None)}
 
 
-def _load(file: Path, conf: dict) -> dict | None:
-    """The checkpoint in ``file`` if it loads and was trained with ``conf``; else None."""
+def _work(conf: dict, epochs_run: int, n: int) -> dict:
+    """The work of a training run, which no machine's load changes: its optimizer steps and the examples
+    its epochs went through, for ``epochs_run`` epochs (every phase's: an autoencoder's pre-training too) over
+    ``n`` examples in the recipe's batches. Counts passes over the data, not the cost of each step (an
+    adversarial or certified step costs more than a standard one)."""
+    batch_size = conf["recipe"].get("train_kwargs", {}).get("batch_size", conf["batch_size"])
+    return {"optimizer_steps": train.number_of_steps(n, batch_size, epochs_run), "examples_seen": epochs_run * n}
+
+
+def _load(file: Path, conf: dict) -> tuple[nn.Module, dict] | None:
+    """The recipe's model with the weights in ``file``, and the file's checkpoint, if the file loads, was
+    trained with ``conf`` and its weights fit the model; else None, with a warning naming the file (which
+    is then retrained)."""
     if not file.exists():
         return None
     try:
         checkpoint = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as error:  # a truncated or foreign file: retrain rather than trust it
         warnings.warn(f"ignoring unreadable zoo file {file} ({type(error).__name__}: {error}); retraining",
-                      stacklevel=3)
+                      stacklevel=4)
         return None
     if not isinstance(checkpoint, dict) or checkpoint.get("config") != conf:
-        warnings.warn(f"ignoring zoo file {file}: it holds another configuration; retraining", stacklevel=3)
+        warnings.warn(f"ignoring zoo file {file}: it holds another configuration; retraining", stacklevel=4)
         return None
-    return checkpoint
+    model = _build(conf)
+    try:
+        model.load_state_dict(checkpoint.get("state_dict"))
+    except (RuntimeError, TypeError, AttributeError) as error:  # missing or unexpected keys, wrong shapes
+        reason = " ".join(str(error).split())  # torch's list of missing, unexpected and mismatched keys
+        reason = reason if len(reason) <= 300 else reason[:297] + "..."
+        warnings.warn(f"ignoring zoo file {file}: its weights do not fit the recipe's model ({reason}); retraining",
+                      stacklevel=4)
+        return None
+    return model, checkpoint
+
+
+def _save(checkpoint: dict, file: Path) -> None:
+    """Write ``checkpoint`` to ``file`` (atomically); a cache that cannot be written costs a warning
+    naming its folder, never the trained model."""
+    try:
+        _save_atomic(checkpoint, file)
+    except OSError as error:
+        warnings.warn(f"could not cache zoo model {checkpoint['config']['name']!r} in {file.parent} "
+                      f"({type(error).__name__}: {error}); it is used now but will be trained again next time",
+                      stacklevel=4)
 
 
 def _save_atomic(checkpoint: dict, file: Path) -> None:

@@ -1,16 +1,18 @@
 """advlib.data: Fashion-MNIST as [0,1] tensors, MNIST and CIFAR-10 on files in torchvision's layout,
-offline behaviour, atomic staging of Debian's files, seeded subsets and loaders."""
+offline behaviour, atomic staging of Debian's files, verification of the files on load (and the repair
+by fetch), seeded subsets and loaders."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import pickle
+import re
 import shutil
 import socket
 import struct
-import time
 
 import numpy as np
 import pytest
@@ -94,6 +96,13 @@ def write_idx(path, array: np.ndarray, magic: int) -> None:
     path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 
+@pytest.fixture
+def small_idx(monkeypatch):
+    """The IDX files of the tests' small MNIST (7 training and 5 test images): what verification expects."""
+    for stem, (magic, dims) in data.IDX_FILES.items():
+        monkeypatch.setitem(data.IDX_FILES, stem, (magic, (7 if stem.startswith("train") else 5, *dims[1:])))
+
+
 def write_mnist(root, n_train=7, n_test=5, seed=0):
     rng = np.random.default_rng(seed)
     raw = root / "MNIST" / "raw"
@@ -110,7 +119,7 @@ def write_mnist(root, n_train=7, n_test=5, seed=0):
 
 
 @pytest.mark.parametrize("split, prefix", [("train", "train"), ("test", "t10k")])
-def test_mnist_loads_idx_files(tmp_path, split, prefix):
+def test_mnist_loads_idx_files(tmp_path, small_idx, split, prefix):
     arrays = write_mnist(tmp_path)
     images, labels = arrays[prefix]
     x, y = data.load("mnist", split, root=tmp_path, fetch_missing=False)
@@ -213,11 +222,27 @@ def offline(request, monkeypatch):
 
 @pytest.mark.parametrize("name, title", [("mnist", "MNIST"), ("cifar10", "CIFAR-10")])
 @pytest.mark.parametrize("fetch_missing", [True, False])
-def test_missing_dataset_offline_raises_quickly(tmp_path, offline, name, title, fetch_missing):
-    start = time.perf_counter()
-    with pytest.raises(data.DatasetNotFoundError) as error:
+def test_missing_dataset_offline_raises_quickly(tmp_path, offline, monkeypatch, name, title, fetch_missing):
+    probes, downloads = [], []
+    real_reachable, real_dataset = data._reachable, data._torchvision_dataset
+
+    def probe(url, timeout=5.0):
+        probes.append(timeout)
+        return real_reachable(url, timeout)
+
+    def dataset(name, root, *, train, download):
+        downloads.append(download)
+        return real_dataset(name, root, train=train, download=download)
+
+    monkeypatch.setattr(data, "_reachable", probe)
+    monkeypatch.setattr(data, "_torchvision_dataset", dataset)
+    with pytest.raises(data.DatasetNotFoundError, match=re.escape(title)) as error:
         data.load(name, "train", root=tmp_path, fetch_missing=fetch_missing)
-    assert time.perf_counter() - start < 15
+    # quick, counted rather than timed (a busy machine would flip a clock): at most one short probe per
+    # mirror, and no download started, so the wait is bounded by the probes' timeouts
+    assert len(probes) <= len(data._download_urls(name)) and all(t <= 5 for t in probes), probes
+    assert bool(probes) == fetch_missing
+    assert not any(downloads)
     message = str(error.value)
     assert title in message and repr(name) in message
     assert f"-m advlib.data fetch {name}" in message
@@ -275,7 +300,7 @@ def test_staging_interrupted_at_first_rename_leaves_nothing(tmp_path, debian_sou
     assert len(renames) == 1  # the interruption came when the first verified file was to be moved
     assert listing(raw_folder(root)) == []
     assert not data._present("fashion-mnist", root)
-    with pytest.raises(data.DatasetNotFoundError):
+    with pytest.raises(data.DatasetNotFoundError, match="Fashion-MNIST"):
         data.load("fashion-mnist", "test", root=root, fetch_missing=False)
 
     # a later fetch from a good source completes
@@ -351,7 +376,7 @@ def test_staging_truncated_gzip_leaves_nothing(tmp_path, fashion_raw):
     blob = gzip.compress((fashion_raw / stem).read_bytes())
     (source / f"{stem}.gz").write_bytes(blob[: len(blob) // 2])
     root = tmp_path / "root"
-    with pytest.raises((EOFError, OSError, RuntimeError)):
+    with pytest.raises((EOFError, OSError, RuntimeError), match="ended before|truncated|corrupt|SHA-256"):
         data._stage_fashion_mnist(source, root)
     assert listing(raw_folder(root)) == []
 
@@ -371,6 +396,150 @@ def test_staging_wrong_content_raises_and_leaves_nothing(tmp_path, fashion_raw, 
     with pytest.raises(RuntimeError, match="SHA-256"):
         data._stage_fashion_mnist(source, root)
     assert listing(raw_folder(root)) == []
+
+
+# --- verification on load, and repair by fetch ---------------------------------------------------
+
+@pytest.fixture
+def fashion_copy(tmp_path, fashion_raw):
+    """A data folder of our own: copies of the test split's files (these the tests damage) and links to
+    the training files (only read), so that the real data folder is never written."""
+    root = tmp_path / "copy"
+    raw = raw_folder(root)
+    raw.mkdir(parents=True)
+    for stem in FASHION_STEMS:
+        if stem.startswith("t10k"):
+            shutil.copy2(fashion_raw / stem, raw / stem)  # keeps the original's modification time
+        else:
+            (raw / stem).symlink_to(fashion_raw / stem)
+    return root
+
+
+def damage(file, how: str) -> None:
+    """Damage an IDX file as a bad disk or an interrupted copy would."""
+    blob = bytearray(file.read_bytes())
+    if how == "flip":  # one pixel or label byte: size and header intact, only the checksum tells
+        blob[len(blob) // 2] ^= 0xFF
+    elif how == "truncate":
+        del blob[-3:]
+    elif how == "header":  # the number of items
+        blob[4:8] = struct.pack(">I", 9_999)
+    file.write_bytes(bytes(blob))
+
+
+COMPLAINT = {"flip": "wrong SHA-256 checksum", "truncate": "wrong size", "header": "wrong IDX header"}
+
+
+@pytest.mark.parametrize("how", ["flip", "truncate", "header"])
+@pytest.mark.parametrize("stem", ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"])
+@pytest.mark.parametrize("fetch_missing", [True, False])
+def test_damaged_fashion_mnist_file_raises_naming_it(fashion_copy, monkeypatch, stem, how, fetch_missing):
+    monkeypatch.setattr(data, "fetch", lambda *a, **k: pytest.fail("a damaged file is reported, not fetched"))
+    data.load("fashion-mnist", "test", root=fashion_copy)  # good, and now stamped
+    file = raw_folder(fashion_copy) / stem
+    damage(file, how)
+    with pytest.raises(data.DatasetCorruptError, match=re.escape(f"{file}: {COMPLAINT[how]}")) as error:
+        data.load("fashion-mnist", "test", root=fashion_copy, fetch_missing=fetch_missing)
+    message = str(error.value)
+    assert "Fashion-MNIST" in message and "-m advlib.data fetch fashion-mnist" in message
+    assert f"{data.config.DATA_ENV}={fashion_copy}" in message  # the repair command points at this folder
+    assert isinstance(error.value, ValueError)
+    data.load("fashion-mnist", "train", root=fashion_copy)  # the other split's files are fine
+
+
+@pytest.mark.parametrize("how", ["truncate", "header"])
+@pytest.mark.parametrize("stem", ["train-images-idx3-ubyte", "t10k-labels-idx1-ubyte"])
+def test_damaged_mnist_file_raises_naming_it(tmp_path, small_idx, stem, how):
+    write_mnist(tmp_path)
+    file = tmp_path / "MNIST" / "raw" / stem
+    damage(file, how)
+    split = "train" if stem.startswith("train") else "test"
+    with pytest.raises(data.DatasetCorruptError, match=re.escape(f"{file}: {COMPLAINT[how]}")) as error:
+        data.load("mnist", split, root=tmp_path, fetch_missing=False)
+    assert "-m advlib.data fetch mnist" in str(error.value)
+
+
+def test_idx_header_and_size_are_checked_against_the_real_layout(tmp_path):
+    """The expected dimensions are the datasets' own: 60,000 and 10,000 images of 28x28 (not the small
+    files of the MNIST tests), so a small file in their place is damaged."""
+    write_mnist(tmp_path)
+    with pytest.raises(data.DatasetCorruptError, match="dimensions 7 x 28 x 28, expected .*60000 x 28 x 28"):
+        data.load("mnist", "train", root=tmp_path, fetch_missing=False)
+
+
+def test_fetch_repairs_a_damaged_file(fashion_copy, debian_source, monkeypatch, fashion_test, capsys):
+    monkeypatch.setenv(data.config.DATA_ENV, str(fashion_copy))
+    monkeypatch.setattr(data, "_debian_sources", lambda root, tried: iter([debian_source]))
+    monkeypatch.setattr(data, "_download_with_torchvision",
+                        lambda *args: pytest.fail("Debian's files should have been enough"))
+    file = raw_folder(fashion_copy) / "t10k-images-idx3-ubyte"
+    damage(file, "flip")
+    with pytest.raises(data.DatasetCorruptError, match="t10k-images-idx3-ubyte"):
+        data.load("fashion-mnist", "test")
+    assert data.main(["fetch", "fashion-mnist"]) == 0  # the command the error names
+    assert str(fashion_copy / "FashionMNIST") in capsys.readouterr().out
+    assert sha256(file) == data.FASHION_MNIST_SHA256[file.name]
+    assert listing(raw_folder(fashion_copy)) == sorted(FASHION_STEMS)  # no temporary file left
+    x, y = data.load("fashion-mnist", "test")
+    assert torch.equal(x, fashion_test[0]) and torch.equal(y, fashion_test[1])
+
+
+def test_fetch_that_cannot_repair_says_so(fashion_copy, monkeypatch, capsys):
+    monkeypatch.setattr(data, "_debian_sources", lambda root, tried: iter(()))
+    monkeypatch.setattr(data, "_download_with_torchvision", lambda name, root, tried: tried.append("a mirror"))
+    file = raw_folder(fashion_copy) / "t10k-labels-idx1-ubyte"
+    damage(file, "truncate")
+    with pytest.raises(data.DatasetCorruptError, match=re.escape(f"{file}: wrong size")) as error:
+        data.fetch("fashion-mnist", root=fashion_copy)
+    assert "Tried: a mirror" in str(error.value)
+    monkeypatch.setenv(data.config.DATA_ENV, str(fashion_copy))
+    assert data.main(["fetch", "fashion-mnist"]) == 1
+    assert str(file) in capsys.readouterr().err
+
+
+def test_stamp_makes_later_loads_skip_the_hash(fashion_copy, monkeypatch):
+    hashed = []
+    real_sha256 = data._sha256
+
+    def counting(file):
+        hashed.append(file.name)
+        return real_sha256(file)
+
+    monkeypatch.setattr(data, "_sha256", counting)
+    data.load("fashion-mnist", "test", root=fashion_copy)
+    assert sorted(hashed) == ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+    stamp = json.loads((fashion_copy / "FashionMNIST" / data.STAMP).read_text())
+    labels = raw_folder(fashion_copy) / "t10k-labels-idx1-ubyte"
+    assert stamp[labels.name] == {"path": str(labels.resolve()), "size": 10_008,
+                                  "mtime_ns": labels.stat().st_mtime_ns,
+                                  "sha256": data.FASHION_MNIST_SHA256[labels.name]}
+    data.load("fashion-mnist", "test", root=fashion_copy)
+    data.verify("fashion-mnist", root=fashion_copy, splits=("test",))
+    assert len(hashed) == 2  # the stamp stood for the hash
+    os.utime(labels, ns=(labels.stat().st_atime_ns, labels.stat().st_mtime_ns + 1_000_000_000))
+    data.load("fashion-mnist", "test", root=fashion_copy)
+    assert hashed[2:] == [labels.name]  # a file that changed is hashed again, and only that one
+
+
+@pytest.mark.parametrize("problem", ["unwritable", "garbage"])
+def test_a_stamp_that_cannot_be_written_or_read_does_not_break_loading(fashion_copy, monkeypatch, problem):
+    hashed = []
+    real_sha256 = data._sha256
+    monkeypatch.setattr(data, "_sha256", lambda file: hashed.append(file.name) or real_sha256(file))
+    stamp = fashion_copy / "FashionMNIST" / data.STAMP
+    if problem == "unwritable":
+        def refuse(src, dst):
+            raise PermissionError(13, "read-only file system", str(dst))
+        monkeypatch.setattr(data.os, "replace", refuse)
+    else:
+        stamp.write_text("{not json")
+    for _ in range(2):
+        x, y = data.load("fashion-mnist", "test", root=fashion_copy)
+        assert x.shape == (10_000, 1, 28, 28) and len(y) == 10_000
+    assert len(hashed) == (4 if problem == "unwritable" else 2)  # without a stamp every load hashes
+    leftovers = [p.name for p in stamp.parent.iterdir() if p.name not in ("raw", data.STAMP)]
+    assert leftovers == []  # a failed stamp write leaves no temporary file
+    assert stamp.exists() == (problem == "garbage")
 
 
 # --- subsets and loaders -------------------------------------------------------------------------
@@ -398,7 +567,7 @@ def test_subset_all_and_bad_sizes():
     for n in (None, 10, 50):
         xs, ys = data.subset(x, y, n)
         assert torch.equal(xs, x) and torch.equal(ys, y)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="positive"):
         data.subset(x, y, 0)
     with pytest.raises(ValueError, match="9"):
         data.subset(x, y[:9], 5)
@@ -425,5 +594,5 @@ def test_loader_shuffles_reproducibly():
 
 def test_loader_rejects_mismatched_lengths():
     x, y = indexed(10)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="10 examples but y has 5"):
         data.loader(x, y[:5])

@@ -1,4 +1,5 @@
-"""advlib.zoo: train once, cache atomically under a hash of the configuration, never trust a bad file.
+"""advlib.zoo: train once, cache atomically under a hash of the configuration, never trust a bad file,
+never lose a trained model to a cache that cannot be written, train once when asked twice at once.
 
 Every test runs in a temporary data folder (``ADVLIB_DATA``) with a tiny recipe and a tiny "quick"
 profile, and reads Fashion-MNIST from the session's copy in memory, so a training takes well under a
@@ -7,9 +8,13 @@ second and the real cache is never touched.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
+import re
+import threading
 from types import SimpleNamespace
 
 import pytest
@@ -55,7 +60,8 @@ def same_state(a, b) -> bool:
 
 
 def listing(folder):
-    return sorted(p.name for p in folder.iterdir())
+    """The files in ``folder``, lock files aside (filelock leaves them, empty, for the next process)."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock"))
 
 
 def test_get_trains_once_then_reuses_the_cache(env):
@@ -81,9 +87,29 @@ def test_record_holds_the_configuration_and_results(env):
     assert "state_dict" not in rec
     assert len(rec["epoch_losses"]) == TINY.epochs
     assert 0.3 < rec["test_accuracy"] <= 1.0
-    assert rec["train_seconds"] > 0
+    # the work, the same on every machine: one epoch of 256 images in batches of 64
+    assert (rec["optimizer_steps"], rec["examples_seen"]) == (4, 256)
+    assert isinstance(rec["train_seconds"], float)  # recorded for display, compared by nothing
     zoo.record("tiny")
     assert len(env.calls) == 1
+
+
+def test_work_follows_the_recipe_batch_size(env, monkeypatch):
+    monkeypatch.setitem(zoo.RECIPES, "tiny-noise", zoo.Recipe("fc10", trainer="noise",
+                                                             train_kwargs={"sigma": 0.25, "batch_size": 32}))
+    rec = zoo.record("tiny-noise")
+    assert (rec["optimizer_steps"], rec["examples_seen"]) == (8, 256)  # 256 images in batches of 32
+
+
+def test_record_of_a_file_from_before_work_counts_computes_them(env):
+    zoo.get("tiny")
+    file = zoo.path("tiny")
+    checkpoint = torch.load(file, weights_only=True)
+    del checkpoint["optimizer_steps"], checkpoint["examples_seen"]
+    torch.save(checkpoint, file)
+    rec = zoo.record("tiny")
+    assert (rec["optimizer_steps"], rec["examples_seen"]) == (4, 256)
+    assert len(env.calls) == 1  # computed from the recipe, not retrained
 
 
 def test_cache_file_is_named_by_the_configuration_hash(env, monkeypatch):
@@ -193,6 +219,111 @@ def test_cache_file_holding_no_checkpoint_is_retrained(env):
     assert len(env.calls) == 1
 
 
+def wrong_weights(state_dict: dict, how: str):
+    """A state dict (or not one) that the recipe's model cannot take."""
+    first = next(iter(state_dict))
+    if how == "missing":
+        return {k: v for k, v in state_dict.items() if k != first}
+    if how == "unexpected":
+        return {**state_dict, "extra.weight": torch.zeros(3)}
+    if how == "shape":
+        return {**state_dict, first: torch.zeros(*state_dict[first].shape[:-1], 7)}
+    return torch.zeros(3)  # "not a dict"
+
+
+@pytest.mark.parametrize("how", ["missing", "unexpected", "shape", "not a dict"])
+def test_cache_file_whose_weights_do_not_fit_is_retrained(env, how):
+    good = state(zoo.get("tiny"))
+    file = zoo.path("tiny")
+    checkpoint = torch.load(file, weights_only=True)
+    checkpoint["state_dict"] = wrong_weights(checkpoint["state_dict"], how)
+    torch.save(checkpoint, file)
+    with pytest.warns(UserWarning, match=re.escape(f"ignoring zoo file {file}: its weights do not fit")):
+        model = zoo.get("tiny")
+    assert len(env.calls) == 2
+    assert same_state(state(model), good)  # retrained from the recipe's seed, not from the bad weights
+    zoo.get("tiny")
+    assert len(env.calls) == 2  # the rewritten file is good
+
+
+def refuse(*args, **kwargs):
+    raise PermissionError(errno.EACCES, "Permission denied (simulated read-only cache)")
+
+
+def disk_full(src, dst):
+    raise OSError(errno.ENOSPC, "No space left on device (simulated)")
+
+
+@pytest.mark.parametrize("failure", ["read-only", "disk full"])
+def test_cache_that_cannot_be_written_still_returns_the_model(env, monkeypatch, failure):
+    if failure == "read-only":  # what a read-only folder does, also where the tests run as root
+        monkeypatch.setattr(zoo.tempfile, "NamedTemporaryFile", refuse)
+        monkeypatch.setattr(zoo.filelock, "FileLock", refuse)
+    else:
+        monkeypatch.setattr(zoo.os, "replace", disk_full)
+    with pytest.warns(UserWarning, match=re.escape(f"could not cache zoo model 'tiny' in {env.zoo}")):
+        model = zoo.get("tiny")
+    assert len(env.calls) == 1 and not model.training
+    assert train.classification_loss(model(data.load("fashion-mnist", "test")[0][:512]),
+                                     data.load("fashion-mnist", "test")[1][:512]).item() < 2.0
+    assert listing(env.zoo) == []  # nothing half-written left
+    with pytest.warns(UserWarning, match=re.escape(str(env.zoo))):
+        rec = zoo.record("tiny")  # a record too, without a file to read it from
+    assert rec["config"] == zoo.configuration("tiny") and len(env.calls) == 2
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes to read-only folders")
+def test_read_only_cache_folder_still_returns_the_model(env):
+    env.zoo.mkdir(parents=True)
+    env.zoo.chmod(0o555)
+    try:
+        with pytest.warns(UserWarning, match=re.escape(str(env.zoo))):
+            model = zoo.get("tiny")
+    finally:
+        env.zoo.chmod(0o755)
+    assert len(env.calls) == 1 and not model.training
+    assert listing(env.zoo) == []
+
+
+def test_two_threads_asking_for_one_model_train_it_once(env, monkeypatch):
+    """The second caller waits on the file's lock while the first trains, then loads its file. Training
+    starts only once both callers have asked for the lock, so without the lock both would train."""
+    asked, both_asked = [], threading.Event()
+    real_lock, counting_train = zoo._lock, zoo._train
+
+    @contextlib.contextmanager
+    def lock(file):
+        asked.append(file)
+        if len(asked) == 2:
+            both_asked.set()
+        with real_lock(file):
+            yield
+
+    def train_when_both_asked(model, conf, device):
+        assert both_asked.wait(timeout=120), "the second caller never asked for the model"
+        return counting_train(model, conf, device)
+
+    monkeypatch.setattr(zoo, "_lock", lock)
+    monkeypatch.setattr(zoo, "_train", train_when_both_asked)
+    results, errors = [], []
+
+    def ask():
+        try:
+            results.append(state(zoo.get("tiny", device=torch.device("cpu"))))
+        except BaseException as error:  # reported below, in the test's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=ask) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert errors == [] and len(results) == 2
+    assert len(env.calls) == 1  # trained once; the other caller loaded the file
+    assert same_state(results[0], results[1])
+    assert listing(env.zoo) == [zoo.path("tiny").name]
+
+
 class _Payload:
     """Unpickling this makes a directory: what an arbitrary pickle could do, harmlessly."""
 
@@ -227,7 +358,9 @@ def test_autoencoder_recipe_with_arch_kwargs(env, monkeypatch):
                                                           arch_kwargs={"code": 16}))
     model = zoo.get("tiny-ae")
     assert isinstance(model, models.AE400) and model.classifier.in_features == 16
-    assert len(zoo.record("tiny-ae")["epoch_losses"]) == 2 * TINY.epochs  # pre-training, then classifier
+    rec = zoo.record("tiny-ae")
+    assert len(rec["epoch_losses"]) == 2 * TINY.epochs  # pre-training, then classifier
+    assert (rec["optimizer_steps"], rec["examples_seen"]) == (8, 512)  # both phases' work
     assert len(env.calls) == 1
 
 
