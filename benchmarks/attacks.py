@@ -17,6 +17,8 @@ alpha 0.01, 20 steps, random start). Per model, the median over repeats of
 - ours with ``keep="last"``: the last iterate, as torchattacks returns it (no best-iterate bookkeeping and
   no final evaluation pass), the like-for-like comparison with torchattacks;
 - torchattacks: ``torchattacks.PGD(model, eps, alpha, steps, random_start=True)`` total time / steps;
+- the contract's cost: ``keep="last"`` through ``pgd`` against its algorithm alone (``pgd.__wrapped__``, no
+  argument checks, eval-mode switch, clamp or device moves of :mod:`advlib.attacks.core`); goal <= 1.02;
 
 and the ratios ours/limit (goal <= 1.05) and ours/torchattacks (goal <= 1.0). All are timed in
 turn within each repeat (in a rotating order), so a change in the machine's load hits all of them
@@ -217,8 +219,14 @@ def time_pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: t
             x_var = images.clone().requires_grad_(True)
             torch.autograd.grad(F.cross_entropy(model(x_var), y, reduction="sum"), x_var)
 
+    def algorithm_only():  # pgd's body without the contract around it (checks, eval mode, clamp, device moves)
+        with torch.enable_grad():
+            return pgd.__wrapped__(model, x, y, eps=eps, alpha=alpha, steps=steps, keep="last")
+
+    model.eval()
     runs = {"limit": lambda: passes(x_visited), "ours": lambda: pgd(model, x, y, eps=eps, alpha=alpha, steps=steps),
             "ours_last": lambda: pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, keep="last"),
+            "algorithm_last": algorithm_only,
             "torchattacks": lambda: attack(x, y), "limit_clean": lambda: passes(x)}
     for fn in runs.values():  # warm up (allocator, kernels, lazy imports)
         fn()
@@ -233,6 +241,11 @@ def time_pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: t
         # keep="last" returns the last iterate as torchattacks does: no best-iterate bookkeeping, no final pass
         "ours_last_ms_per_step": 1e3 * med["ours_last"], "ours_last_over_limit": med["ours_last"] / med["limit"],
         "ours_last_over_torchattacks": med["ours_last"] / med["torchattacks"],
+        # the contract's cost (attacks.core: checks, eval mode, clamp, moves): keep="last" with it and without it
+        "algorithm_last_ms_per_step": 1e3 * med["algorithm_last"],
+        "contract_overhead": med["ours_last"] / med["algorithm_last"],
+        "contract_overhead_paired": statistics.median(
+            o / t for o, t in zip(times["ours_last"], times["algorithm_last"], strict=True)),
         "min_ms": {key: 1e3 * v for key, v in low.items()},
         "ours_over_limit_of_minimums": low["ours"] / low["limit"],
         "ours_over_torchattacks_of_minimums": low["ours"] / low["torchattacks"],
@@ -257,7 +270,9 @@ def print_pgd(result: dict) -> None:
               f"{r['ours_over_torchattacks']:>18.3f}")
     for r in result["rows"]:
         print(f"{r['model']}: keep='last' (torchattacks' output) {r['ours_last_ms_per_step']:.2f} ms/step, "
-              f"/limit {r['ours_last_over_limit']:.3f}, /torchattacks {r['ours_last_over_torchattacks']:.3f}")
+              f"/limit {r['ours_last_over_limit']:.3f}, /torchattacks {r['ours_last_over_torchattacks']:.3f}; "
+              f"the contract costs x{r['contract_overhead']:.4f} (paired x{r['contract_overhead_paired']:.4f}) "
+              f"over the algorithm alone")
         print(f"{r['model']}: paired medians ours/limit {r['ours_over_limit_paired']:.3f}, ours/torchattacks "
               f"{r['ours_over_torchattacks_paired']:.3f}; of minimums {r['ours_over_limit_of_minimums']:.3f}, "
               f"{r['ours_over_torchattacks_of_minimums']:.3f}")

@@ -40,19 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..utils import (
-    check_choice,
-    check_classes,
-    check_count,
-    check_generator,
-    check_images,
-    check_labels,
-    check_logits,
-    check_model,
-    check_real,
-    eval_mode,
-    model_device,
-)
+from .. import utils
+from ..utils import eval_mode, model_device
 
 NORMS = ("linf", "l2")
 LOSSES = ("ce", "margin")
@@ -126,25 +115,25 @@ def attack(ball: str | None = None, *, reals: tuple[str, ...] = (), positive: tu
 
 def _check(model, x, y, options: dict, reals, positive, counts) -> None:
     """The contract's checks of one call (see :func:`attack`)."""
-    check_model(model)
-    check_images(x)
-    check_model(model, x)
-    check_labels(y, len(x))
+    utils.check_model(model)
+    utils.check_images(x)
+    utils.check_model(model, x)
+    utils.check_labels(y, len(x))
     for name, value in options.items():
         if name in REALS or name in reals:
             if value is not None:
-                check_real(name, value)
+                utils.check_real(name, value)
         elif name in positive:
-            check_real(name, value, strict=True)
+            utils.check_real(name, value, strict=True)
         elif name in counts:
             if value is not None:
-                check_count(name, value, low=counts[name])
+                utils.check_count(name, value, low=counts[name])
         elif name == "norm":
-            check_choice("norm", value, NORMS)
+            utils.check_choice("norm", value, NORMS)
         elif name == "loss":
-            check_choice("loss", value, LOSSES)
+            utils.check_choice("loss", value, LOSSES)
         elif name == "generator":
-            check_generator(value)
+            utils.check_generator(value)
         elif name == "targeted" and not isinstance(value, bool):
             raise TypeError(f"targeted must be True or False, got {value!r}")
 
@@ -157,7 +146,7 @@ def _label_check(y: torch.Tensor):
     def hook(module, inputs, output):
         if not checked:
             checked.append(True)
-            check_classes(y, check_logits(output))
+            utils.check_classes(y, utils.check_logits(output))
     return hook
 
 

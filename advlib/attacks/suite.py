@@ -34,9 +34,8 @@ def strongest(eps: float, *, steps: int = 100, restarts: int = 10, cw_steps: int
     """
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps}")
-    alpha = 2.5 * eps / steps
     return {
-        "PGD": partial(pgd, eps=eps, alpha=alpha, steps=steps, restarts=restarts),
-        "PGD (margin)": partial(pgd, eps=eps, alpha=alpha, steps=steps, restarts=restarts, loss="margin"),
+        "PGD": partial(pgd, eps=eps, steps=steps, restarts=restarts),
+        "PGD (margin)": partial(pgd, eps=eps, steps=steps, restarts=restarts, loss="margin"),
         "CW Linf": partial(cw_linf, steps=cw_steps, lr=cw_lr, c=cw_c),
     }
