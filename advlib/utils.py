@@ -59,9 +59,11 @@ def check_model(model: nn.Module, x: torch.Tensor | None = None) -> None:
                         f"other, e.g. x.to({dtype}) or model.to({x.dtype})")
 
 
-def check_images(x: torch.Tensor, name: str = "x", *, allow_half: bool = False) -> None:
+def check_images(x: torch.Tensor, name: str = "x", *, allow_half: bool = False, box: bool = True) -> None:
     """``TypeError``/``ValueError`` unless ``x`` is a floating-point batch of images (N, C, H, W), every value
-    finite and in [0, 1]. Half precision (float16, bfloat16) is refused unless ``allow_half``: attacks and
+    finite and (unless ``box=False``) in [0, 1]. ``box=False`` is for inputs that are not images but are fed to
+    a model all the same: the noisy copies x + N(0, sigma^2 I) of randomized smoothing (Cohen et al. 2019),
+    which leave [0, 1]. Half precision (float16, bfloat16) is refused unless ``allow_half``: attacks and
     certificates sum, count and take small steps that float16 rounds away or overflows."""
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         got = f"a tensor of dtype {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
@@ -77,7 +79,7 @@ def check_images(x: torch.Tensor, name: str = "x", *, allow_half: bool = False) 
             bad = int((~finite).sum())
             raise ValueError(f"{name} holds {bad} values that are NaN or infinite; images must be finite, in [0, 1]")
         low, high = torch.aminmax(x)
-        if low < 0 or high > 1:
+        if box and (low < 0 or high > 1):
             raise ValueError(f"{name} must hold images in [0, 1], got values in [{low.item():.4g}, {high.item():.4g}]")
 
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advlib import metrics
+from advlib import evaluate
 from advlib.attacks import bpda, eot, nattack, pgd
 from advlib.defenses import InputQuantization, RandomResizePad, quantize
 
@@ -157,8 +157,8 @@ def test_pgd_fails_on_quantization_and_bpda_breaks_it(trained):
 def test_pgd_through_eot_is_at_least_as_strong_on_random_resize_pad(trained):
     model, x, y = trained
     defense = RandomResizePad(model, min_scale=0.8, generator=seeded(5))
-    x_plain = pgd(defense, x, y, EPS, EPS / 8, 10, generator=seeded())
-    x_eot = pgd(eot(defense, samples=8), x, y, EPS, EPS / 8, 10, generator=seeded())
+    x_plain = pgd(defense, x, y, eps=EPS, alpha=EPS / 8, steps=10, generator=seeded())
+    x_eot = pgd(eot(defense, samples=8), x, y, eps=EPS, alpha=EPS / 8, steps=10, generator=seeded())
     # judged by the expected vote over many draws, so the defense's own noise does not decide
     judge = eot(defense, samples=32)
     assert accuracy(judge, x_eot, y) <= accuracy(judge, x_plain, y) + 0.02
@@ -169,8 +169,8 @@ def test_pgd_through_eot_is_at_least_as_strong_on_random_resize_pad(trained):
 
 def test_masking_checks_flag_quantization_and_pass_the_undefended_model(trained):
     model, x, y = trained
-    black_box = partial(nattack, eps=EPS, popsize=30, iters=60, generator=seeded())
-    checks = partial(metrics.gradient_masking_checks, eps=EPS, steps=10, black_box=black_box)
+    black_box = partial(nattack, eps=EPS, popsize=30, steps=60, generator=seeded())
+    checks = partial(evaluate.gradient_masking_checks, eps=EPS, steps=10, black_box=black_box)
     undefended = checks(model, x, y)
     assert not undefended.masked, undefended
     assert undefended.unbounded_success == 1.0 and undefended.zero_gradient == 0.0
@@ -178,4 +178,4 @@ def test_masking_checks_flag_quantization_and_pass_the_undefended_model(trained)
     assert masked.masked and masked.flags["zero_gradient"] and masked.flags["unbounded"], masked
     assert masked.flags["black_box"] and masked.flags["eps_growth"], masked
     with pytest.raises(ValueError, match="eps"):
-        metrics.gradient_masking_checks(model, x, y, eps=1.0)
+        evaluate.gradient_masking_checks(model, x, y, eps=1.0)

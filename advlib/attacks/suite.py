@@ -4,7 +4,7 @@ An attack shows that a point is *not* robust; it never shows that one is. A robu
 from attacks is therefore an upper bound, and only as tight as the strongest attack tried: Carlini and
 Wagner (2017, Sec. VII) and Athalye, Carlini and Wagner (2018, Sec. 6) ask defenses to be evaluated
 against several strong attacks, each example counting as broken when any of them breaks it
-(:func:`advlib.metrics.robustness_score`).
+(:func:`advlib.evaluate.robustness_score`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Defenses against adversarial examples.
 
 - :mod:`.adversarial_training`: Madry et al.'s PGD adversarial training and Wong, Rice and Kolter's
-  fast (FGSM with random start) adversarial training with its guard against catastrophic overfitting.
+  fast (FGSM with random start) adversarial training with its guard against catastrophic overfitting
+  (its check, the accuracy under PGD, is :func:`advlib.evaluate.pgd_accuracy`).
 - :mod:`.certified_training`: certified training on the dual network's (Wong and Kolter), IBP's (Gowal et
   al.) or CROWN-IBP's (Zhang et al.) bounds, with the papers' eps ramps.
 - :mod:`.masking`: defenses that only mask gradients (Athalye et al. 2018): input quantization and
@@ -10,10 +11,10 @@
   smoothing (:mod:`advlib.smoothing`).
 """
 
-from .adversarial_training import fast_adversarial_training, madry_training, pgd_accuracy
+from .adversarial_training import fast_adversarial_training, madry_training
 from .certified_training import certified_training
 from .masking import InputQuantization, RandomResizePad, quantize
 from .noise_training import gaussian_noise_training
 
 __all__ = ["InputQuantization", "RandomResizePad", "certified_training", "fast_adversarial_training",
-           "gaussian_noise_training", "madry_training", "pgd_accuracy", "quantize"]
+           "gaussian_noise_training", "madry_training", "quantize"]

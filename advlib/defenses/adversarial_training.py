@@ -29,11 +29,11 @@ from functools import partial
 import torch
 from torch import nn
 
-from .. import config, metrics, train
+from .. import config, evaluate, train
 from ..attacks import pgd
-from ..attacks.core import check_attack_inputs
+from ..utils import check_count, check_examples, check_model, check_real
 
-__all__ = ["fast_adversarial_training", "madry_training", "pgd_accuracy"]
+__all__ = ["fast_adversarial_training", "madry_training"]
 
 
 def madry_training(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float, steps: int,
@@ -84,7 +84,7 @@ def fast_adversarial_training(model: nn.Module, x: torch.Tensor, y: torch.Tensor
     stopped: list[int] = []
 
     def check_for_overfitting(epoch: int, model: nn.Module) -> bool:
-        accuracy = pgd_accuracy(model, x_guard, y_guard, eps=eps, steps=guard_steps, seed=seed)
+        accuracy = evaluate.pgd_accuracy(model, x_guard, y_guard, eps=eps, steps=guard_steps, seed=seed)
         checks.append(accuracy)
         if accuracy > best["accuracy"]:
             best.update(accuracy=accuracy, state=copy.deepcopy(model.state_dict()))
@@ -103,18 +103,13 @@ def fast_adversarial_training(model: nn.Module, x: torch.Tensor, y: torch.Tensor
     return history
 
 
-def pgd_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int = 10,
-                 alpha: float | None = None, seed: int = 0) -> float:
-    """Accuracy of ``model`` under Linf PGD (random start, ``steps`` steps of ``alpha``, eps/4 by default)."""
-    alpha = eps / 4 if alpha is None else alpha
-    generator = torch.Generator().manual_seed(seed)
-    return metrics.accuracy(model, pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, generator=generator), y)
-
-
 def _check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int) -> None:
-    """The attack's checks, on a few training images (the range of all of them is checked by ``fit``)."""
-    check_attack_inputs(model, x[:1], y[:1], eps=eps, alpha=alpha, steps=steps)
-    if len(x) != len(y):
-        raise ValueError(f"x has {len(x)} examples but y has {len(y)}")
+    """The contract's checks (:mod:`advlib.utils`) of the training set and the attack's budget."""
+    check_model(model)
+    check_examples(x, y)
+    check_model(model, x)
+    check_real("eps", eps)
+    check_real("alpha", alpha)
+    check_count("steps", steps)
     if eps == 0:
         raise ValueError("eps must be > 0 for adversarial training (eps = 0 is standard training: use train.fit)")
