@@ -13,6 +13,11 @@ bounds and certificates all live in pixel space), except where a paper's own mod
 - :func:`small_cnn`: two convolution + max-pooling stages and two dense layers (LeCun et al. 1998 style).
 - :func:`wong_kolter_cnn`: Wong and Kolter 2018's conv net (conv 16 4x4 stride 2, conv 32 4x4 stride 2,
   fc 100, fc 10), layer for layer the authors' ``nn.Sequential`` so their weights load.
+
+Every model built here checks its input before its first layer (a forward pre-hook, so that the layers and
+the state dict stay the papers'): images of another shape than its dataset's, say Fashion-MNIST's 1x28x28
+given to a model built for CIFAR-10's 3x32x32, get a ``ValueError`` naming both shapes, not a matrix-size
+error from deep inside torch (or, for a single image without its batch dimension, a silent wrong answer).
 """
 
 from __future__ import annotations
@@ -24,8 +29,31 @@ import torch
 from torch import nn
 
 from . import data
+from .utils import check_count
 
 ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "identity": nn.Identity}
+
+
+class ExpectedInput:
+    """A forward pre-hook: ``ValueError`` unless the model's input is a batch (N, C, H, W) of images of
+    ``shape`` (C, H, W), the images of ``dataset``."""
+
+    def __init__(self, shape: tuple[int, int, int], dataset: str):
+        self.shape, self.dataset = tuple(shape), dataset
+
+    def __call__(self, module: nn.Module, args: tuple) -> None:
+        x = args[0] if args else None
+        if isinstance(x, torch.Tensor) and (x.ndim != 4 or tuple(x.shape[1:]) != self.shape):
+            c, h, w = self.shape
+            raise ValueError(f"{type(module).__name__} built for {self.dataset} takes a batch of images shaped "
+                             f"(N, {c}, {h}, {w}), got shape {tuple(x.shape)}"
+                             + ("; add the batch dimension, e.g. x[None]" if tuple(x.shape) == self.shape else ""))
+
+
+def _expecting(model: nn.Module, dataset: str) -> nn.Module:
+    """``model`` with an :class:`ExpectedInput` check of ``dataset``'s image shape before its first layer."""
+    model.register_forward_pre_hook(ExpectedInput(data.info(dataset).shape, dataset))
+    return model
 
 
 class Normalize(nn.Module):
@@ -34,8 +62,12 @@ class Normalize(nn.Module):
     def __init__(self, mean, std):
         super().__init__()
         mean, std = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
-        if (std <= 0).any():
-            raise ValueError(f"standard deviations must be positive, got {std.tolist()}")
+        if mean.shape != std.shape or mean.ndim != 1:
+            raise ValueError(f"mean and std must be 1-D, one value per channel, got shapes {tuple(mean.shape)} "
+                             f"and {tuple(std.shape)}")
+        if not bool(torch.isfinite(mean).all() & torch.isfinite(std).all()) or (std <= 0).any():
+            raise ValueError(f"standard deviations must be finite and positive (and means finite), got "
+                             f"mean {mean.tolist()} and std {std.tolist()}")
         self.register_buffer("mean", mean.view(1, -1, 1, 1))
         self.register_buffer("std", std.view(1, -1, 1, 1))
 
@@ -65,8 +97,8 @@ def perceptron(dataset: str = "fashion-mnist") -> nn.Sequential:
     :func:`advlib.train.fit` trains it with the logistic loss.
     """
     features = prod(data.info(dataset).shape)
-    return nn.Sequential(OrderedDict(normalize=normalize(dataset), flatten=nn.Flatten(),
-                                     linear=nn.Linear(features, 1)))
+    return _expecting(nn.Sequential(OrderedDict(normalize=normalize(dataset), flatten=nn.Flatten(),
+                                                linear=nn.Linear(features, 1))), dataset)
 
 
 def mlp(hidden: tuple[int, ...] = (100, 100), dataset: str = "fashion-mnist", activation: str = "relu",
@@ -76,7 +108,8 @@ def mlp(hidden: tuple[int, ...] = (100, 100), dataset: str = "fashion-mnist", ac
     The logits z feed the softmax classifier p_i = exp(z_i) / sum_j exp(z_j), Class(x) = argmax_i p_i.
     """
     meta = data.info(dataset)
-    num_classes = len(meta.classes) if num_classes is None else num_classes
+    num_classes = len(meta.classes) if num_classes is None else check_count("num_classes", num_classes, low=1)
+    hidden = tuple(check_count("hidden units", units, low=1) for units in hidden)
     layers: OrderedDict[str, nn.Module] = OrderedDict(normalize=normalize(dataset), flatten=nn.Flatten())
     width = prod(meta.shape)
     for i, units in enumerate(hidden, start=1):
@@ -84,7 +117,7 @@ def mlp(hidden: tuple[int, ...] = (100, 100), dataset: str = "fashion-mnist", ac
         layers[f"act{i}"] = _activation(activation)
         width = units
     layers["logits"] = nn.Linear(width, num_classes)
-    return nn.Sequential(layers)
+    return _expecting(nn.Sequential(layers), dataset)
 
 
 def fc10(dataset: str = "fashion-mnist") -> nn.Sequential:
@@ -115,11 +148,13 @@ class AE400(nn.Module):
     def __init__(self, dataset: str = "fashion-mnist", code: int = 400):
         super().__init__()
         meta = data.info(dataset)
+        code = check_count("code", code, low=1)
         features = prod(meta.shape)
         self.shape = meta.shape
         self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(features, code), nn.Sigmoid())
         self.decoder = nn.Sequential(nn.Linear(code, features), nn.Sigmoid())
         self.classifier = nn.Linear(code, len(meta.classes))
+        _expecting(self, dataset)
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """The autoencoder's reconstruction of ``x``, shaped like ``x``."""
@@ -137,14 +172,15 @@ def small_cnn(dataset: str = "fashion-mnist", channels: tuple[int, int] = (32, 6
     """
     meta = data.info(dataset)
     c, h, w = meta.shape
-    c1, c2 = channels
-    return nn.Sequential(OrderedDict(
+    c1, c2 = (check_count("channels", c, low=1) for c in channels)
+    dense = check_count("dense", dense, low=1)
+    return _expecting(nn.Sequential(OrderedDict(
         normalize=normalize(dataset),
         conv1=nn.Conv2d(c, c1, 3, padding=1), relu1=nn.ReLU(), pool1=nn.MaxPool2d(2),
         conv2=nn.Conv2d(c1, c2, 3, padding=1), relu2=nn.ReLU(), pool2=nn.MaxPool2d(2),
         flatten=nn.Flatten(), dense=nn.Linear(c2 * (h // 4) * (w // 4), dense), relu3=nn.ReLU(),
         logits=nn.Linear(dense, len(meta.classes)),
-    ))
+    )), dataset)
 
 
 def wong_kolter_cnn(dataset: str = "fashion-mnist") -> nn.Sequential:
@@ -155,12 +191,12 @@ def wong_kolter_cnn(dataset: str = "fashion-mnist") -> nn.Sequential:
     """
     meta = data.info(dataset)
     c, h, w = meta.shape
-    return nn.Sequential(
+    return _expecting(nn.Sequential(
         nn.Conv2d(c, 16, 4, stride=2, padding=1), nn.ReLU(),
         nn.Conv2d(16, 32, 4, stride=2, padding=1), nn.ReLU(),
         nn.Flatten(), nn.Linear(32 * (h // 4) * (w // 4), 100), nn.ReLU(),
         nn.Linear(100, len(meta.classes)),
-    )
+    ), dataset)
 
 
 ARCHITECTURES = {

@@ -23,13 +23,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from numbers import Integral, Real
 
 import torch
 from scipy.stats import beta, binomtest, norm
 from torch import nn
 
-from .utils import eval_mode, model_device, progress
+from .utils import (
+    check_classes,
+    check_count,
+    check_examples,
+    check_images,
+    check_model,
+    check_real,
+    eval_mode,
+    model_device,
+    progress,
+)
 
 ABSTAIN = -1
 
@@ -43,10 +52,11 @@ def clopper_pearson_lower(successes: int, trials: int, alpha: float) -> float:
 
     CERTIFY's p_A (Cohen et al. 2019, Alg. CERTIFY, ``LowerConfBound``): P(p < bound) <= alpha.
     """
-    _check_count("trials", trials)
-    if not 0 <= successes <= trials:
+    trials = check_count("trials", trials, low=1)
+    successes = check_count("successes", successes)
+    if successes > trials:
         raise ValueError(f"successes must lie in [0, trials = {trials}], got {successes}")
-    _check_alpha(alpha)
+    alpha = _check_alpha(alpha)
     return 0.0 if successes == 0 else float(beta.ppf(alpha, successes, trials - successes + 1))
 
 
@@ -61,22 +71,25 @@ class Smooth:
     None) and the base classifier's votes are counted there. The model runs in eval mode under
     ``torch.inference_mode`` and gets its own mode back; x is never modified. Noise is not clipped to
     [0,1]: the theorem is about x + eps itself.
+
+    Checks (:mod:`advlib.utils`): the image x (the caller's, not its noisy copies) finite, in [0,1], of the
+    model's dtype; sigma finite and > 0; n, n0 and batch_size whole numbers >= 1; alpha in (0, 1).
+    Half precision (float16, bfloat16) is supported: the noisy images and the model run in it, but the
+    votes are counted in int64, so no count is rounded or overflows (float16 holds integers exactly only
+    up to 2048, and nothing above 65504).
     """
 
     ABSTAIN = ABSTAIN
 
     def __init__(self, model: nn.Module, num_classes: int, sigma: float,
                  generator: torch.Generator | None = None):
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module returning logits, got {type(model).__name__}")
-        if not isinstance(num_classes, Integral) or num_classes < 2:
-            raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-        _check_sigma(sigma)
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        check_model(model)
+        num_classes = check_count("num_classes", num_classes, low=2)
+        sigma = _check_sigma(sigma)
+        _check_device_generator(generator)
         self.model = model
-        self.num_classes = int(num_classes)
-        self.sigma = float(sigma)
+        self.num_classes = num_classes
+        self.sigma = sigma
         self.generator = generator
 
     def __repr__(self) -> str:
@@ -98,7 +111,7 @@ class Smooth:
         test's validity was settled by Hung et al. 2019).
         """
         self._check(x, n, batch_size)
-        _check_alpha(alpha)
+        alpha = _check_alpha(alpha)
         top = self._counts(x, n, batch_size).topk(2)
         n_a, n_b = top.values.tolist()
         if binomtest(n_a, n_a + n_b, 0.5).pvalue > alpha:
@@ -117,8 +130,8 @@ class Smooth:
         sigma * Phi^-1(alpha^(1/n)) (3.8 sigma for n = 100,000 and alpha = 0.001).
         """
         self._check(x, n, batch_size)
-        _check_count("n0", n0)
-        _check_alpha(alpha)
+        check_count("n0", n0, low=1)
+        alpha = _check_alpha(alpha)
         guess = int(self._counts(x, n0, batch_size).argmax())
         n_a = int(self._counts(x, n, batch_size)[guess])
         p_a = clopper_pearson_lower(n_a, n, alpha)
@@ -142,39 +155,55 @@ class Smooth:
                 batch = noisy[:min(batch_size, n - start)]
                 batch.normal_(0.0, self.sigma, generator=generator).add_(image)
                 logits = self.model(batch)
-                if logits.shape != (len(batch), self.num_classes):
-                    raise ValueError(f"the model returned logits of shape {tuple(logits.shape)} for "
+                if not isinstance(logits, torch.Tensor) or logits.shape != (len(batch), self.num_classes):
+                    shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+                    raise ValueError(f"the model returned logits of shape {shape} for "
                                      f"{len(batch)} images; expected ({len(batch)}, {self.num_classes}) "
                                      f"(num_classes = {self.num_classes})")
+                # int64 votes whatever the logits' dtype: a float16 counter would round above 2048 and
+                # overflow above 65504 (bincount counts in int64)
                 votes += torch.bincount(logits.argmax(dim=1), minlength=self.num_classes)
         return votes.cpu()
 
     def _check(self, x: torch.Tensor, n: int, batch_size: int) -> None:
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            raise TypeError(f"x must be a floating-point image tensor, got {getattr(x, 'dtype', type(x).__name__)}")
-        if x.ndim != 3:
-            raise ValueError(f"x must be a single image of shape (C,H,W), got shape {tuple(x.shape)}; "
-                             "for a batch, call it on each image or use smoothing.certify_dataset")
-        if x.numel() == 0 or not bool(((x >= 0) & (x <= 1)).all()):
-            raise ValueError("x must be a non-empty image with values in [0,1]"
-                             + (f", got values in [{x.min().item():.3g}, {x.max().item():.3g}]" if x.numel() else ""))
-        _check_count("n", n)
-        _check_count("batch_size", batch_size)
+        """The checks of one call: the single image ``x`` (the caller's; its noisy copies leave [0,1] by design),
+        the number of samples and the batch size."""
+        _check_image(x)
+        check_model(self.model, x)
+        check_count("n", n, low=1)
+        check_count("batch_size", batch_size, low=1)
 
 
-def _check_count(name: str, value: int) -> None:
-    if not isinstance(value, Integral) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+def _check_image(x: torch.Tensor) -> None:
+    """``TypeError``/``ValueError`` unless ``x`` is one image (C, H, W), floating-point, finite, in [0, 1]."""
+    if isinstance(x, torch.Tensor) and x.is_floating_point() and x.ndim != 3:
+        raise ValueError(f"x must be a single image shaped (C, H, W), got shape {tuple(x.shape)}; for a batch, "
+                         "call it on each image or use smoothing.certify_dataset")
+    check_images(x[None] if isinstance(x, torch.Tensor) else x, "x", allow_half=True)
+    if x.numel() == 0:
+        raise ValueError(f"x must be a non-empty image (C, H, W), got shape {tuple(x.shape)}")
 
 
-def _check_sigma(sigma: float) -> None:
-    if not isinstance(sigma, Real) or not math.isfinite(sigma) or sigma <= 0:
-        raise ValueError(f"sigma (the noise's standard deviation) must be a finite number > 0, got {sigma!r}")
+def _check_sigma(sigma: float) -> float:
+    """sigma as a float, after a check that it is a finite number > 0 (the noise's standard deviation)."""
+    return check_real("sigma (the noise's standard deviation)", sigma, strict=True)
 
 
-def _check_alpha(alpha: float) -> None:
-    if not isinstance(alpha, Real) or not 0 < alpha < 1:
-        raise ValueError(f"alpha (the probability of a wrong answer) must lie in (0, 1), got {alpha!r}")
+def _check_alpha(alpha: float) -> float:
+    """alpha as a float, after a check that it lies in (0, 1) (the probability of a wrong answer)."""
+    name = "alpha (the probability of a wrong answer)"
+    alpha = check_real(name, alpha, low=-math.inf)
+    if not 0 < alpha < 1:
+        raise ValueError(f"{name} must lie in (0, 1), got {alpha:g}")
+    return alpha
+
+
+def _check_device_generator(generator) -> None:
+    """``TypeError`` unless ``generator`` is None or a ``torch.Generator`` (on the device the noise is drawn on:
+    checked where it is used)."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be None or a torch.Generator on the model's device, got "
+                        f"{type(generator).__name__}")
 
 
 # --- over a data set ----------------------------------------------------------------------------------
@@ -196,18 +225,24 @@ class Certificates:
 def certify_dataset(smooth: Smooth, x: torch.Tensor, y: torch.Tensor, n0: int, n: int, alpha: float,
                     batch_size: int = 1000, desc: str = "certifying") -> Certificates:
     """:meth:`Smooth.certify` on each image of ``x`` (N,C,H,W) with labels ``y``, as Cohen et al. certify
-    their test sets (Sec. 4: n0 = 100, n = 100,000, alpha = 0.001), with a progress bar."""
+    their test sets (Sec. 4: n0 = 100, n = 100,000, alpha = 0.001), with a progress bar.
+
+    Everything is checked before the first image is certified: ``x`` finite images in [0,1] (half precision
+    allowed, as in :class:`Smooth`), ``y`` 1-D labels of the same length inside the smoothed classifier's
+    ``num_classes``, n0, n and batch_size whole numbers >= 1, alpha in (0, 1)."""
     if not isinstance(smooth, Smooth):
         raise TypeError(f"smooth must be a smoothing.Smooth, got {type(smooth).__name__}")
-    if not isinstance(x, torch.Tensor) or x.ndim != 4:
-        raise ValueError(f"x must be a batch of images (N,C,H,W), got shape {tuple(getattr(x, 'shape', ()))}")
-    if len(x) != len(y):
-        raise ValueError(f"x has {len(x)} images but y has {len(y)} labels")
+    check_examples(x, y, batch_size, allow_half=True)
+    check_classes(y, smooth.num_classes)
+    check_model(smooth.model, x)
+    check_count("n0", n0, low=1)
+    check_count("n", n, low=1)
+    _check_alpha(alpha)
     predictions = torch.empty(len(x), dtype=torch.int64)
     radii = torch.empty(len(x), dtype=torch.float64)
     for i in progress(range(len(x)), desc=desc, unit="image"):
         predictions[i], radii[i] = smooth.certify(x[i], n0, n, alpha, batch_size)
-    return Certificates(predictions, radii, predictions == torch.as_tensor(y).cpu())
+    return Certificates(predictions, radii, predictions == y.cpu())
 
 
 def certified_accuracy_curve(radii, correct, radii_grid) -> torch.Tensor:
@@ -241,11 +276,20 @@ class SoftSmooth(nn.Module):
     def __init__(self, model: nn.Module, sigma: float, samples: int = 32,
                  generator: torch.Generator | None = None):
         super().__init__()
-        _check_sigma(sigma)
-        _check_count("samples", samples)
-        self.model, self.sigma, self.samples, self.generator = model, float(sigma), int(samples), generator
+        check_model(model)
+        sigma = _check_sigma(sigma)
+        samples = check_count("samples", samples, low=1)
+        _check_device_generator(generator)
+        self.model, self.sigma, self.samples, self.generator = model, sigma, samples, generator
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """log G(x) for images ``x`` (N,C,H,W), finite and in [0,1] (checked; the noisy copies are not
+        clipped), of the model's dtype, drawn on ``x``'s device (where ``generator`` must be)."""
+        check_images(x, allow_half=True)
+        check_model(self.model, x)
+        if self.generator is not None and self.generator.device.type != x.device.type:
+            raise ValueError(f"generator is on {self.generator.device} but the images are on {x.device}: the noise "
+                             f"is drawn on the images' device, so give a torch.Generator(device={str(x.device)!r})")
         noise = torch.randn((self.samples, *x.shape), generator=self.generator, device=x.device, dtype=x.dtype)
         noisy = (x.unsqueeze(0) + self.sigma * noise).flatten(0, 1)  # (samples * N, C, H, W), sample-major
         probabilities = self.model(noisy).softmax(dim=1).unflatten(0, (self.samples, len(x))).mean(dim=0)

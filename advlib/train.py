@@ -16,7 +16,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import config
-from .utils import progress
+from .utils import (
+    check_choice,
+    check_classes,
+    check_count,
+    check_examples,
+    check_images,
+    check_logits,
+    check_model,
+    check_real,
+    eval_mode,
+    progress,
+)
 
 LOSSES = ("ce", "prob")
 OPTIMIZERS = ("sgd", "adam", "sign")
@@ -31,8 +42,8 @@ class SignDescent(torch.optim.Optimizer):
     """
 
     def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.0):
-        if lr <= 0:
-            raise ValueError(f"learning rate must be positive, got {lr}")
+        lr = check_real("lr", lr, strict=True)
+        weight_decay = check_real("weight_decay", weight_decay)
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay))
 
     @torch.no_grad()
@@ -58,8 +69,7 @@ class History:
 def classification_loss(logits: torch.Tensor, y: torch.Tensor, loss: str = "ce") -> torch.Tensor:
     """Mean loss of a batch. ``"ce"``: cross-entropy -log p_y (the logistic loss for a one-logit
     perceptron, whose label 1 is its positive class); ``"prob"``: -p_y, the talk's objective."""
-    if loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; expected one of {LOSSES}")
+    check_choice("loss", loss, LOSSES)
     if logits.shape[1] == 1:
         z = logits[:, 0]
         if loss == "ce":
@@ -74,7 +84,12 @@ def classification_loss(logits: torch.Tensor, y: torch.Tensor, loss: str = "ce")
 def make_optimizer(name: str, parameters, lr: float, weight_decay: float = 0.0,
                    momentum: float = 0.0) -> torch.optim.Optimizer:
     """``"sgd"`` (Robbins-Monro, with optional momentum), ``"adam"`` (Kingma and Ba 2015) or
-    ``"sign"`` (:class:`SignDescent`)."""
+    ``"sign"`` (:class:`SignDescent`). ``lr`` must be finite and > 0, ``weight_decay`` and ``momentum``
+    finite and >= 0."""
+    check_choice("optimizer", name, OPTIMIZERS)
+    lr = check_real("lr", lr, strict=True)
+    weight_decay = check_real("weight_decay", weight_decay)
+    momentum = check_real("momentum", momentum)
     if name == "sgd":
         return torch.optim.SGD(parameters, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "adam":
@@ -84,13 +99,28 @@ def make_optimizer(name: str, parameters, lr: float, weight_decay: float = 0.0,
     raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS}")
 
 
-def _check_training_data(x: torch.Tensor, y: torch.Tensor) -> None:
-    if len(x) != len(y):
-        raise ValueError(f"x has {len(x)} examples but y has {len(y)}")
-    if len(x) == 0:
-        raise ValueError("no training examples")
-    if x.min() < 0 or x.max() > 1:
-        raise ValueError(f"images must lie in [0,1], got values in [{x.min().item():.3g}, {x.max().item():.3g}]")
+def _check_run(epochs: int, batch_size: int, lr: float, schedule: str) -> None:
+    """The settings every trainer shares: ``epochs`` a whole number >= 0, ``batch_size`` one >= 1, ``lr``
+    finite and > 0, ``schedule`` a known learning-rate schedule."""
+    check_count("epochs", epochs)
+    check_count("batch_size", batch_size, low=1)
+    check_real("lr", lr, strict=True)
+    check_choice("learning-rate schedule", schedule, SCHEDULES)
+
+
+def check_labels_fit_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    """``ValueError`` unless every label of ``y`` names one of the model's classes, read from its logits on
+    the first image (one forward pass, in eval mode, without gradients): [0, K) for K >= 2 logits, {0, 1}
+    for a single logit (a perceptron, whose label 1 is its positive class). Without this check a label
+    >= K fails deep inside the cross-entropy (or, on a GPU, as an asynchronous device assert)."""
+    with torch.no_grad(), eval_mode(model):
+        logits = model(x[:1])
+    if isinstance(logits, torch.Tensor) and logits.ndim == 2 and logits.shape[1] == 1:
+        if len(y) and bool(((y != 0) & (y != 1)).any()):
+            raise ValueError(f"y must hold labels 0 and 1 for a model with one logit (a perceptron: label 1 is the "
+                             f"positive class), got labels in [{y.min().item()}, {y.max().item()}]")
+        return
+    check_classes(y, check_logits(logits, 1))
 
 
 def learning_rate_factor(schedule: str, step: int, total_steps: int) -> float:
@@ -98,14 +128,13 @@ def learning_rate_factor(schedule: str, step: int, total_steps: int) -> float:
     linearly to 0 (``"linear"``); or Smith's one-cycle triangle that Wong, Rice and Kolter (2020, Sec. 5.1)
     use for fast adversarial training, rising linearly from 0 to 1 over the first 2/5 of the run and
     falling back to 0 at its end (``"cyclic"``)."""
+    check_choice("learning-rate schedule", schedule, SCHEDULES)
     if schedule == "constant":
         return 1.0
     if schedule == "linear":
         return 1 - step / total_steps
-    if schedule == "cyclic":
-        peak = 0.4 * total_steps
-        return step / peak if step < peak else (total_steps - step) / (total_steps - peak)
-    raise ValueError(f"unknown learning-rate schedule {schedule!r}; expected one of {SCHEDULES}")
+    peak = 0.4 * total_steps  # "cyclic"
+    return step / peak if step < peak else (total_steps - step) / (total_steps - peak)
 
 
 def number_of_steps(n: int, batch_size: int, epochs: int) -> int:
@@ -121,12 +150,8 @@ def _descend(model: nn.Module, n: int, batch_loss, opt: torch.optim.Optimizer, *
 
     ``schedule`` scales every learning rate by :func:`learning_rate_factor` (one step at a time).
     ``epoch_end(epoch, model)``, if given, runs after each epoch (with the model in train mode); when it
-    returns ``False`` training stops there.
+    returns ``False`` training stops there. The callers have checked every setting (:func:`_check_run`).
     """
-    if epochs < 0 or batch_size < 1:
-        raise ValueError(f"epochs must be >= 0 and batch_size >= 1, got {epochs} and {batch_size}")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"unknown learning-rate schedule {schedule!r}; expected one of {SCHEDULES}")
     total_steps = number_of_steps(n, batch_size, epochs)
     scheduler = (torch.optim.lr_scheduler.LambdaLR(opt, lambda step: learning_rate_factor(schedule, step, total_steps))
                  if schedule != "constant" else None)
@@ -177,16 +202,28 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 1, 
     epoch and stops training when it returns ``False``. The order of the batches comes from ``seed``
     alone, so a run repeats exactly.
     Leaves the model in eval mode on ``device`` (default: :func:`advlib.config.device`).
+
+    Checked once, before any step (:mod:`advlib.utils`): ``x`` finite float images (N,C,H,W) in [0,1] and
+    ``y`` 1-D integer labels of the same length (at least one example), every label one of the model's
+    classes (read from its logits on the first image), the model's dtype that of ``x``, ``epochs`` >= 0
+    and ``batch_size`` >= 1 whole numbers, ``lr`` finite and > 0, ``optimizer``, ``loss`` and ``schedule``
+    known. Each failure is a ``ValueError`` or ``TypeError`` that says what was expected.
     """
-    _check_training_data(x, y)
+    check_model(model)
+    check_examples(x, y)
+    check_model(model, x)
+    _check_run(epochs, batch_size, lr, schedule)
+    check_choice("loss", loss, LOSSES)
+    check_choice("optimizer", optimizer, OPTIMIZERS)
     device = config.device() if device is None else device
     model.to(device)
     torch.manual_seed(seed)
     params = list(model.parameters() if parameters is None else parameters)
     opt = make_optimizer(optimizer, params, lr, weight_decay, momentum)
     x, y = x.to(device), y.to(device)
+    check_labels_fit_model(model, x, y)
 
-    total_steps = number_of_steps(len(x), max(batch_size, 1), epochs)  # batch_size is checked by _descend
+    total_steps = number_of_steps(len(x), batch_size, epochs)
     steps_done = itertools.count()
 
     def batch_loss(index: torch.Tensor) -> torch.Tensor:
@@ -217,8 +254,21 @@ def fit_autoencoder(model: nn.Module, x: torch.Tensor, *, epochs: int = 1, batch
                     seed: int = 0, device: torch.device | None = None,
                     desc: str = "autoencoder") -> History:
     """Pre-train a sparse autoencoder (``model.encoder`` and ``model.decoder``, as in
-    :class:`advlib.models.AE400`) on images ``x`` by Adam on :func:`sparse_autoencoder_loss`."""
-    _check_training_data(x, torch.zeros(len(x)))
+    :class:`advlib.models.AE400`) on images ``x`` by Adam on :func:`sparse_autoencoder_loss`.
+
+    Checked before any step: ``x`` at least one finite float image (N,C,H,W) in [0,1] of the model's dtype,
+    ``epochs`` >= 0 and ``batch_size`` >= 1 whole numbers, ``lr`` finite and > 0, ``sparsity`` in (0, 1),
+    ``beta`` finite and >= 0."""
+    check_model(model)
+    check_images(x)
+    if len(x) == 0:
+        raise ValueError("no examples: x is empty")
+    check_model(model, x)
+    _check_run(epochs, batch_size, lr, "constant")
+    sparsity = check_real("sparsity", sparsity, strict=True)
+    if sparsity >= 1:
+        raise ValueError(f"sparsity (the target mean activation of a code unit) must lie in (0, 1), got {sparsity:g}")
+    check_real("beta", beta)
     device = config.device() if device is None else device
     model.to(device)
     torch.manual_seed(seed)
@@ -229,5 +279,5 @@ def fit_autoencoder(model: nn.Module, x: torch.Tensor, *, epochs: int = 1, batch
                     epochs=epochs, batch_size=batch_size, seed=seed, device=device, desc=desc)
 
 
-__all__ = ["History", "SignDescent", "classification_loss", "fit", "fit_autoencoder", "learning_rate_factor",
-           "make_optimizer", "number_of_steps", "sparse_autoencoder_loss"]
+__all__ = ["History", "SignDescent", "check_labels_fit_model", "classification_loss", "fit", "fit_autoencoder",
+           "learning_rate_factor", "make_optimizer", "number_of_steps", "sparse_autoencoder_loss"]

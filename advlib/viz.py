@@ -410,18 +410,25 @@ def epsilon_explorer(model, x: torch.Tensor, y, attack, epsilons: Sequence[float
     the model's class probabilities p_i(x + delta) with the predicted class named (true class green,
     a wrong prediction red). Shown with :func:`parameter_slider` (``mode``: live, static or auto).
     """
-    from .utils import eval_mode, model_device
+    from .utils import check_images, check_model, check_real, eval_mode, model_device
 
-    epsilons = [float(eps) for eps in epsilons]
+    check_model(model)
+    if not callable(attack):
+        raise TypeError(f"attack must be a callable attack(model, x, y, eps=...), got {type(attack).__name__}")
+    epsilons = [check_real("every epsilon", eps) for eps in epsilons]
     if not epsilons:
         raise ValueError("epsilon_explorer needs at least one epsilon")
-    if min(epsilons) < 0:
-        raise ValueError(f"epsilons must be >= 0, got {min(epsilons)}")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be one image, a tensor shaped (C, H, W) or (1, C, H, W), got {type(x).__name__}")
     x = x.detach()
     if x.ndim == 3:
         x = x[None]
     if x.ndim != 4 or len(x) != 1:
         raise ValueError(f"expected one image shaped (C, H, W) or (1, C, H, W), got shape {tuple(x.shape)}")
+    check_images(x)
+    y = torch.as_tensor(y)
+    if y.numel() != 1 or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise ValueError(f"y must be the image's one integer class label, got {y.tolist()!r} ({y.dtype})")
     label = int(y)
     device = model_device(model)
     x = x.to(device)

@@ -135,17 +135,18 @@ def test_no_steps_returns_x_and_no_grad_context_is_fine(trained, name):
 
 def test_bad_settings_of_each_attack_raise_value_error(trained):
     model, x, y = trained
-    with pytest.raises(ValueError, match="binary_steps"):
+    with pytest.raises(ValueError, match="binary_steps must be a whole number >= 0, got -1"):
         cw_l2(model, x, y, binary_steps=-1)
-    with pytest.raises(ValueError, match="tau_decay"):
+    with pytest.raises(ValueError, match=r"tau_decay must lie in \(0, 1\), got 1.0"):
         cw_linf(model, x, y, tau_decay=1.0)
-    with pytest.raises(ValueError, match="tau_init"):
+    with pytest.raises(ValueError, match=r"tau_init must lie in \(0, inf\), got 0"):
         cw_linf(model, x, y, tau_init=0.0)
-    with pytest.raises(ValueError, match="c_max"):
+    with pytest.raises(ValueError, match=r"c \(the first constant\) must be below c_max, got c=30.0 and c_max=20.0"):
         cw_linf(model, x, y, c=30.0, c_max=20.0)
-    with pytest.raises(ValueError, match="shrink"):
+    with pytest.raises(ValueError, match=r"shrink is the fraction of the allowed pixels removed per round, in "
+                                         r"\(0, 1\]; got 1.5"):
         cw_l0(model, x, y, shrink=1.5)
-    with pytest.raises(ValueError, match="shrink"):
+    with pytest.raises(ValueError, match=r"shrink must lie in \(0, inf\), got 0"):
         cw_l0(model, x, y, shrink=0.0)
 
 

@@ -49,13 +49,15 @@ def pgd_linf(model, x, y, **kw):
 
 ATTACKS = {
     "fgsm": lambda model, x, y, eps: fgsm(model, x, y, eps=eps),
-    "fgsm-targeted-margin": lambda model, x, y, eps: fgsm(model, x, other_labels(y), eps=eps, targeted=True, loss="margin"),
+    "fgsm-targeted-margin": lambda model, x, y, eps: fgsm(model, x, other_labels(y), eps=eps, targeted=True,
+                                                          loss="margin"),
     "pgd-linf": lambda model, x, y, eps: pgd(model, x, y, eps=eps, alpha=eps / 4, steps=10, generator=seeded()),
-    "pgd-linf-restarts-margin": lambda model, x, y, eps: pgd(model, x, y, eps=eps, alpha=eps / 4, steps=5, restarts=2, loss="margin",
-                                                             generator=seeded()),
-    "pgd-linf-targeted": lambda model, x, y, eps: pgd(model, x, other_labels(y), eps=eps, alpha=eps / 4, steps=10, targeted=True,
-                                                      generator=seeded()),
-    "pgd-l2": lambda model, x, y, eps: pgd(model, x, y, eps=10 * eps, alpha=2.5 * eps, steps=10, norm="l2", generator=seeded()),
+    "pgd-linf-restarts-margin": lambda model, x, y, eps: pgd(model, x, y, eps=eps, alpha=eps / 4, steps=5, restarts=2,
+                                                             loss="margin", generator=seeded()),
+    "pgd-linf-targeted": lambda model, x, y, eps: pgd(model, x, other_labels(y), eps=eps, alpha=eps / 4, steps=10,
+                                                      targeted=True, generator=seeded()),
+    "pgd-l2": lambda model, x, y, eps: pgd(model, x, y, eps=10 * eps, alpha=2.5 * eps, steps=10, norm="l2",
+                                           generator=seeded()),
     "pgd-l2-no-start": lambda model, x, y, eps: pgd(model, x, y, eps=10 * eps, alpha=2.5 * eps, steps=10, norm="l2",
                                                     random_start=False),
 }
@@ -151,7 +153,8 @@ def test_seed_repeats_and_random_start_is_random(trained):
 def test_random_start_is_uniform_in_the_ball(trained, norm):
     model, x, y = trained
     eps = 0.05 if norm == "linf" else 2.0
-    start = pgd(model, x, y, eps=eps, alpha=0.0, steps=0, norm=norm, generator=seeded(0))  # steps=0: the random start itself
+    # steps=0: the random start itself
+    start = pgd(model, x, y, eps=eps, alpha=0.0, steps=0, norm=norm, generator=seeded(0))
     delta = start - x
     if norm == "linf":
         inside = (x > eps) & (x < 1 - eps)  # pixels the box does not clip
@@ -172,15 +175,16 @@ def test_random_start_is_uniform_in_the_ball(trained, norm):
 # --- bad input ------------------------------------------------------------------------------------
 
 BAD = {
-    "negative eps": ({"eps": -0.1}, "eps"),
-    "negative alpha": ({"alpha": -0.01}, "alpha"),
-    "negative steps": ({"steps": -1}, "steps"),
-    "fractional steps": ({"steps": 2.5}, "steps"),
-    "no restarts": ({"restarts": 0}, "restarts"),
-    "unknown norm": ({"norm": "l1"}, "norm"),
-    "unknown loss": ({"loss": "hinge"}, "loss"),
-    "cuda generator": ({"generator": "cuda"}, "generator"),
-    "unknown keep": ({"keep": "first"}, "keep"),
+    "negative eps": ({"eps": -0.1}, r"eps must lie in \[0, inf\), got -0.1"),
+    "infinite eps": ({"eps": float("inf")}, "eps must be a finite number, got inf"),
+    "negative alpha": ({"alpha": -0.01}, r"alpha must lie in \[0, inf\), got -0.01"),
+    "negative steps": ({"steps": -1}, "steps must be a whole number >= 0, got -1"),
+    "fractional steps": ({"steps": 2.5}, "steps must be a whole number >= 0, got 2.5"),
+    "no restarts": ({"restarts": 0}, "restarts must be a whole number >= 1, got 0"),
+    "unknown norm": ({"norm": "l1"}, "unknown norm 'l1'; expected one of"),
+    "unknown loss": ({"loss": "hinge"}, "unknown loss 'hinge'; expected one of"),
+    "cuda generator": ({"generator": "cuda"}, "generator must be None or a CPU torch.Generator"),
+    "unknown keep": ({"keep": "first"}, "keep must be 'best' or 'last', got 'first'"),
 }
 
 
@@ -193,7 +197,7 @@ def test_pgd_bad_arguments_raise(trained, case):
         if not torch.cuda.is_available():
             pytest.skip("needs a CUDA generator")
         kw["generator"] = torch.Generator(device="cuda")
-    with pytest.raises(ValueError, match=word):
+    with pytest.raises(TypeError if case == "cuda generator" else ValueError, match=word):
         pgd(model, x[:4], y[:4], **kw)
 
 
@@ -203,15 +207,21 @@ def test_bad_images_and_labels_raise(trained, attack):
     x, y = x[:4], y[:4]
     run = (lambda xx, yy, **kw: fgsm(model, xx, yy, eps=0.1, **kw)) if attack == "fgsm" else \
         (lambda xx, yy, **kw: pgd(model, xx, yy, eps=0.1, alpha=0.01, steps=3, **kw))
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+    with pytest.raises(ValueError, match=r"x must hold images in \[0, 1\], got values in \[-0.5, 1.5\]"):
         run(x * 2 - 0.5, y)
-    with pytest.raises(ValueError, match="labels"):
+    with pytest.raises(ValueError, match="the images hold 4 examples but y holds 3 labels"):
         run(x, y[:3])
-    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+    with pytest.raises(ValueError, match=r"y must be a 1-D tensor of labels shaped \(N,\), got shape \(4, 1\)"):
+        run(x, y[:, None])
+    nan = x.clone()
+    nan[1, 0, 2, 2] = float("nan")
+    with pytest.raises(ValueError, match="x holds 1 values that are NaN or infinite"):
+        run(nan, y)
+    with pytest.raises(ValueError, match=r"x must be a batch of images shaped \(N, C, H, W\), got shape \(4, 784\)"):
         run(x.flatten(1), y)
-    with pytest.raises(ValueError, match="loss"):
+    with pytest.raises(ValueError, match="unknown loss 'hinge'; expected one of"):
         run(x, y, loss="hinge")
-    with pytest.raises(ValueError, match="eps"):
+    with pytest.raises(ValueError, match=r"eps must lie in \[0, inf\), got -0.1"):
         (fgsm(model, x, y, eps=-0.1) if attack == "fgsm" else pgd(model, x, y, eps=-0.1, alpha=0.01, steps=3))
 
 
@@ -375,10 +385,12 @@ def test_targeted_pgd_reaches_its_targets(trained):
 def test_margin_loss_variant_breaks_the_model(trained):
     model, x, y = trained
     eps = 0.1
-    acc_margin = accuracy(model, pgd(model, x, y, eps=eps, alpha=eps / 4, steps=20, loss="margin", generator=seeded()), y)
+    x_margin = pgd(model, x, y, eps=eps, alpha=eps / 4, steps=20, loss="margin", generator=seeded())
+    acc_margin = accuracy(model, x_margin, y)
     assert acc_margin <= accuracy(model, fgsm(model, x, y, eps=eps), y)
     assert acc_margin < accuracy(model, x, y) - 0.3
-    acc_l2 = accuracy(model, pgd(model, x, y, eps=1.5, alpha=0.3, steps=20, norm="l2", loss="margin", generator=seeded()), y)
+    x_l2 = pgd(model, x, y, eps=1.5, alpha=0.3, steps=20, norm="l2", loss="margin", generator=seeded())
+    acc_l2 = accuracy(model, x_l2, y)
     assert acc_l2 < accuracy(model, x, y) - 0.2
 
 

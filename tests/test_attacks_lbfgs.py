@@ -126,11 +126,11 @@ def test_examples_of_a_batch_are_independent():
 def test_optimiser_rejects_bad_arguments():
     fun = quadratic(torch.eye(3, dtype=torch.float64)[None], torch.zeros(1, 3, dtype=torch.float64))
     x0 = torch.zeros(1, 3, dtype=torch.float64)
-    with pytest.raises(ValueError, match="lower bound"):
+    with pytest.raises(ValueError, match="every lower bound must be <= its upper bound"):
         minimize_box_lbfgs(fun, x0, 1.0, 0.0)
-    with pytest.raises(ValueError, match="history"):
+    with pytest.raises(ValueError, match="max_iter must be >= 0, history and max_backtracks >= 1; got 100, 0, 20"):
         minimize_box_lbfgs(fun, x0, history=0)
-    with pytest.raises(ValueError, match="one value per example"):
+    with pytest.raises(ValueError, match=r"fun must return one value per example it is given, shape \(1,\); got \(\)"):
         minimize_box_lbfgs(lambda z, index: z.sum(), x0)
 
 
@@ -326,20 +326,22 @@ def test_empty_batch(trained):
 
 
 @pytest.mark.parametrize("bad", [
-    dict(x=lambda x: x + 1.5, match=r"in \[0, 1\]"),
-    dict(x=lambda x: x - 0.5, match=r"in \[0, 1\]"),
-    dict(x=lambda x: x[:, 0], match="shaped"),
-    dict(target=lambda t: t[:-1], match="3 examples but y holds 2 labels"),
-    dict(target=lambda t: t.float(), match="integer", error=TypeError),
-    dict(target=lambda t: t + 10, match=r"\[0, 10\)"),
-    dict(target=lambda t: t - 10, match=">= 0"),
-    dict(c_init=-1.0, match="c_init"),
-    dict(c_init=0.0, match="c_init"),
-    dict(search_steps=-1, match="search_steps"),
-    dict(steps=-3, match="steps"),
-    dict(history=0, match="history"),
-    dict(loss="hinge", match="loss"),
-    dict(max_iter=3, match="unknown argument", error=TypeError),
+    dict(x=lambda x: x + 1.5, match=r"x must hold images in \[0, 1\], got values in \[1.5"),
+    dict(x=lambda x: x - 0.5, match=r"x must hold images in \[0, 1\], got values in \[-0.5"),
+    dict(x=lambda x: x[:, 0], match=r"x must be a batch of images shaped \(N, C, H, W\), got shape \(3, 28, 28\)"),
+    dict(target=lambda t: t[:-1], match="the images hold 3 examples but y holds 2 labels"),
+    dict(target=lambda t: t[:, None], match=r"y must be a 1-D tensor of labels shaped \(N,\), got shape \(3, 1\)"),
+    dict(target=lambda t: t.float(), match=r"y must be a 1-D tensor of integer class labels \(torch.long\), got a "
+                                           "tensor of dtype torch.float32", error=TypeError),
+    dict(target=lambda t: t + 10, match=r"y must hold labels in \[0, 10\) \(the model has 10 classes\)"),
+    dict(target=lambda t: t - 10, match="y must hold class labels >= 0, got a minimum of -"),
+    dict(c_init=-1.0, match=r"c_init must lie in \(0, inf\), got -1"),
+    dict(c_init=0.0, match=r"c_init must lie in \(0, inf\), got 0"),
+    dict(search_steps=-1, match="search_steps must be a whole number >= 0, got -1"),
+    dict(steps=-3, match="steps must be a whole number >= 0, got -3"),
+    dict(history=0, match="history must be a whole number >= 1, got 0"),
+    dict(loss="hinge", match="unknown loss 'hinge'; expected one of"),
+    dict(max_iter=3, match=r"lbfgs\(\) got unknown argument\(s\) \['max_iter'\]", error=TypeError),
 ])
 def test_bad_input_raises(trained, bad):
     model, x, _, target = trained

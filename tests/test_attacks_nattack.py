@@ -56,7 +56,7 @@ class OutputsOnly(nn.Module):
 def test_fools_a_model_without_gradients_and_stays_in_ball_and_box(trained):
     model, x, y = trained
     wall = OutputsOnly(model)
-    with pytest.raises(RuntimeError):  # a gradient attack cannot even start
+    with pytest.raises(RuntimeError, match="does not require grad"):  # a gradient attack cannot even start
         pgd(wall, x, y, eps=EPS, alpha=EPS / 4, steps=2)
     x_before, y_before = x.clone(), y.clone()
     x_adv = nattack(wall, x, y, eps=EPS, popsize=40, steps=80, generator=seeded())
@@ -70,20 +70,27 @@ def test_fools_a_model_without_gradients_and_stays_in_ball_and_box(trained):
 
 
 def test_early_stop_and_iters_zero(trained):
+    """steps = 0 looks only at the initial mean. An image already misclassified at the first candidate stops
+    there: the candidate at mu ~ 0 is the image with each pixel moved towards 1/2 by about eps/2 (the tanh
+    space's shrink). Its label is chosen to be neither the class of the image nor that of the candidate, so
+    that the case is exercised whatever the trained model answers (and the test asserts that it is)."""
     model, x, y = trained
     wall = OutputsOnly(model)
     nattack(wall, x[:4], y[:4], eps=EPS, popsize=10, steps=0, generator=seeded())
     assert wall.calls == 1  # only the candidates at the initial mean
-    # an image the model already gets wrong stops at once with the candidate at mu ~ 0: that image with each
-    # pixel moved towards 1/2 by about eps/2 (the tanh space's shrink), if the model still gets it wrong
-    wrong = predict(model, x) != y
-    if wrong.any():
-        i = int(wrong.nonzero()[0])
-        wall.calls = 0
-        out = nattack(wall, x[i:i + 1], y[i:i + 1], eps=EPS, popsize=10, steps=50, generator=seeded())
-        start = 0.5 + (x[i:i + 1] - 0.5) * (1 - EPS)
-        if predict(model, start) != y[i]:
-            assert wall.calls == 1 and (out - start).abs().max() < 5e-3
+    image = x[:1]
+    start = 0.5 + (image - 0.5) * (1 - EPS)
+    taken = {int(predict(model, image)), int(predict(model, start))}
+    label = torch.tensor([min(set(range(10)) - taken)])
+    assert predict(model, image) != label and predict(model, start) != label  # wrong already, and at the start
+    wall.calls = 0
+    out = nattack(wall, image, label, eps=EPS, popsize=10, steps=50, generator=seeded())
+    assert wall.calls == 1 and (out - start).abs().max() < 5e-3
+    # the same image under its true label (classified correctly) is not stopped at once
+    assert predict(model, image) == y[:1] and predict(model, start) == y[:1]
+    wall.calls = 0
+    nattack(wall, image, y[:1], eps=EPS, popsize=10, steps=3, generator=seeded())
+    assert wall.calls > 1
 
 
 def test_confidence_kappa_goes_past_the_first_success(trained):
@@ -143,7 +150,7 @@ def test_mode_restored_and_model_untouched(trained):
     ({"lr": -1.0}, ValueError, r"lr must lie in \(0, inf\)"),
     ({"steps": -1}, ValueError, "steps must be a whole number >= 0"),
     ({"chunk": 0}, ValueError, "chunk must be a whole number >= 1"),
-    ({"generator": "seed"}, TypeError, "CPU torch.Generator"),
+    ({"generator": "seed"}, TypeError, "generator must be None or a CPU torch.Generator"),
     ({"kappa": -1.0}, ValueError, r"kappa must lie in \[0, inf\)"),
     ({"kappa": float("inf")}, ValueError, "kappa must be a finite number"),
 ])

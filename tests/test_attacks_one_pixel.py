@@ -131,15 +131,16 @@ def test_empty_batch(trained):
     assert out.shape == x[:0].shape
 
 
+F_RANGE = r"F \(the differential weight\) must lie in \(0, 2\], got "
 BAD = {
-    "no pixels": ({"pixels": 0}, "pixels"),
-    "fractional pixels": ({"pixels": 1.5}, "pixels"),
-    "popsize 3": ({"popsize": 3}, "popsize"),
-    "negative steps": ({"steps": -1}, "steps"),
-    "F zero": ({"F": 0.0}, "F"),
-    "F too large": ({"F": 2.5}, "F"),
-    "chunk zero": ({"chunk": 0}, "chunk"),
-    "cuda generator": ({"generator": "cuda"}, "generator"),
+    "no pixels": ({"pixels": 0}, "pixels must be a whole number >= 1, got 0"),
+    "fractional pixels": ({"pixels": 1.5}, "pixels must be a whole number >= 1, got 1.5"),
+    "popsize 3": ({"popsize": 3}, "popsize must be a whole number >= 4, got 3"),
+    "negative steps": ({"steps": -1}, "steps must be a whole number >= 0, got -1"),
+    "F zero": ({"F": 0.0}, F_RANGE + "0"),
+    "F too large": ({"F": 2.5}, F_RANGE + "2.5"),
+    "chunk zero": ({"chunk": 0}, "chunk must be a whole number >= 1, got 0"),
+    "cuda generator": ({"generator": "cuda"}, "generator must be None or a CPU torch.Generator"),
 }
 
 
@@ -152,15 +153,15 @@ def test_bad_arguments_raise(trained, case):
         if not torch.cuda.is_available():
             pytest.skip("needs a CUDA generator")
         kw["generator"] = torch.Generator(device="cuda")
-    with pytest.raises(ValueError, match=word):
+    with pytest.raises(TypeError if case == "cuda generator" else ValueError, match=word):
         one_pixel(model, x[:4], y[:4], **kw)
 
 
 def test_bad_images_and_labels_raise(trained):
     model, x, y = trained
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+    with pytest.raises(ValueError, match=r"x must hold images in \[0, 1\], got values in \[-0.5, 1.5\]"):
         one_pixel(model, x[:4] * 2 - 0.5, y[:4], popsize=8, steps=1)
-    with pytest.raises(ValueError, match="labels"):
+    with pytest.raises(ValueError, match="the images hold 4 examples but y holds 3 labels"):
         one_pixel(model, x[:4], y[:3], popsize=8, steps=1)
 
 

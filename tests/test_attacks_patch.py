@@ -241,23 +241,41 @@ def test_patch_bad_arguments(trained, case):
         patch(model, x, y, **kw)
 
 
+SIZE = r"size must be an int in \[1, 28\] for 28x28 images, got "
+TARGET = r"target must be in \[0, 10\) \(the model has 10 logits\), got "
 PATCH_ERRORS = {
-    "x outside [0,1]": r"in \[0, 1\]", "size 0": r"size must be an int in \[1, 28\]",
-    "size too large": r"size must be an int in \[1, 28\]", "size float": "size must be an int",
-    "size bool": "size must be an int", "y length": "16 examples but y holds",
-    "untargeted without y": "untargeted patch needs the true labels", "target too large": r"target must be in \[0, 10\)",
-    "target negative": r"target must be in \[0, 10\)", "target float": "target must be an int class index",
-    "target bool": "target must be an int class index", "labels out of range": r"labels in \[0, 10\)",
-    "all of the target class": "every image is already of the target class", "epochs negative": "epochs must be",
-    "batch_size 0": "batch_size must be a whole number >= 1", "lr 0": r"lr must lie in \(0, inf\)",
-    "no images": "at least one training image", "cuda generator": "CPU torch.Generator",
+    "x outside [0,1]": r"x must hold images in \[0, 1\], got values in \[0.1", "size 0": SIZE + "0$",
+    "size too large": SIZE + "29$", "size float": SIZE + r"8\.0$", "size bool": SIZE + "True$",
+    "y length": "the images hold 16 examples but y holds 15 labels",
+    "untargeted without y": r"an untargeted patch needs the true labels y \(or give a target class\)",
+    "target too large": TARGET + "10$", "target negative": TARGET + "-1$",
+    "target float": "target must be an int class index, got 5.0",
+    "target bool": "target must be an int class index, got True",
+    "labels out of range": r"y must hold labels in \[0, 10\) \(the model has 10 classes\)",
+    "all of the target class": "every image is already of the target class",
+    "epochs negative": "epochs must be a whole number >= 0, got -1",
+    "batch_size 0": "batch_size must be a whole number >= 1, got 0",
+    "lr 0": r"lr must lie in \(0, inf\), got 0", "no images": "a patch needs at least one training image",
+    "cuda generator": "generator must be None or a CPU torch.Generator",
 }
 
 
-@pytest.mark.parametrize("case", [
-    "x outside [0,1]", "x not a batch", "channels", "patch above 1", "patch below 0", "patch 2-D",
-    "patch too large", "row too large", "col too large", "negative corner", "at wrong length", "at float",
-])
+CORNERS = r"a 8x8 patch in a 28x28 image needs corners in \[0, 20\] x \[0, 20\]"
+APPLY_PATCH_ERRORS = {
+    "x outside [0,1]": r"images must lie in \[0, 1\], got values in \[-0.4",
+    "x not a batch": r"x must be a floating-point batch of images shaped \(N, C, H, W\)",
+    "channels": "the patch has 3 channels but the images have 1",
+    "patch above 1": r"patch values must lie in \[0, 1\], got \[1.0",
+    "patch below 0": r"patch values must lie in \[0, 1\], got \[-0.9",
+    "patch 2-D": r"patch must be a floating-point tensor shaped \(C, h, w\)",
+    "patch too large": r"a patch of size \(29, 8\) does not fit in an image of size \(28, 28\)",
+    "row too large": CORNERS, "col too large": CORNERS, "negative corner": CORNERS,
+    "at wrong length": r"at must be one \(row, col\) pair or an \(4, 2\) tensor, got shape \(3, 2\)",
+    "at float": r"at must hold integer \(row, col\) corners, got dtype torch.float32",
+}
+
+
+@pytest.mark.parametrize("case", sorted(APPLY_PATCH_ERRORS))
 def test_apply_patch_bad_arguments(case):
     x, p, kw = images(4), torch.rand(1, 8, 8, generator=seeded(1)), {}
     if case == "x outside [0,1]":
@@ -284,12 +302,18 @@ def test_apply_patch_bad_arguments(case):
         kw["at"] = torch.zeros(3, 2, dtype=torch.long)
     elif case == "at float":
         kw["at"] = (1.0, 2.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=APPLY_PATCH_ERRORS[case]):
         apply_patch(x, p, **kw)
     assert apply_patch(images(4), torch.rand(1, 8, 8), at=(20, 20)).shape == (4, 1, 28, 28)  # the last corner fits
 
 
-@pytest.mark.parametrize("args", [(5, 28, 29), (5, (28, 28), (8, 0)), (-1, 28, 8), (5, 28, 2.5), (5, (28,), 8)])
-def test_random_positions_bad_arguments(args):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("args, message", [
+    ((5, 28, 29), r"a patch of size \(29, 29\) does not fit in an image of size \(28, 28\)"),
+    ((5, (28, 28), (8, 0)), r"a patch of size \(8, 0\) does not fit in an image of size \(28, 28\)"),
+    ((-1, 28, 8), "n must be a whole number >= 0, got -1"),
+    ((5, 28, 2.5), "size must be an int or a pair of ints, got 2.5"),
+    ((5, (28,), 8), r"image_size must be an int or a pair of ints, got \(28,\)"),
+])
+def test_random_positions_bad_arguments(args, message):
+    with pytest.raises(ValueError, match=message):
         random_positions(*args)

@@ -8,10 +8,9 @@ from functools import partial
 import pytest
 import torch
 
-from advlib import data, defenses, metrics, models, train, zoo
+from advlib import data, defenses, evaluate, metrics, models, train, zoo
 from advlib.attacks import fgsm, pgd
 from advlib.attacks.suite import strongest
-from advlib.defenses import adversarial_training
 
 CPU = torch.device("cpu")
 EPS = 0.1
@@ -33,7 +32,7 @@ def wong_kolter(seed: int = 0) -> torch.nn.Module:
 
 
 def pgd20_accuracy(model, x, y) -> float:
-    return defenses.pgd_accuracy(model, x, y, eps=EPS, steps=20, alpha=EPS / 4)
+    return evaluate.pgd_accuracy(model, x, y, eps=EPS, steps=20, alpha=EPS / 4)
 
 
 @pytest.fixture(scope="module")
@@ -66,20 +65,38 @@ def test_madry_training_repeats_under_its_seed(subsets):
 
 
 def test_fit_trains_on_what_perturb_returns(subsets):
+    """``perturb`` gets every batch once, with the model being trained, in train mode; an attack run there
+    switches the model (and each submodule) to eval mode for itself and gives train mode back, so that the
+    gradient step after it runs in the mode it would have run in without the attack."""
     (x, y), _ = subsets
     x, y = x[:512], y[:512]
     plain, identity, attacked = wong_kolter(), wong_kolter(), wong_kolter()
-    seen = []
+    seen, modes = [], []
 
     def same(model, xb, yb):
-        seen.append(len(xb))
-        assert model.training is False or model.training is True  # called with the model being trained
+        seen.append((len(xb), model is identity, model.training))
         return xb
+
+    def attack_in_its_own_mode(model, xb, yb):
+        before = [m.training for m in model.modules()]
+        attack_modes = []
+        hook = model.register_forward_pre_hook(lambda module, args: attack_modes.append(module.training))
+        try:
+            x_adv = fgsm(model, xb, yb, eps=EPS)
+        finally:
+            hook.remove()
+        modes.append((before, attack_modes, [m.training for m in model.modules()]))
+        return x_adv
 
     train.fit(plain, x, y, epochs=1, seed=0, device=CPU)
     train.fit(identity, x, y, epochs=1, seed=0, device=CPU, perturb=same)
-    train.fit(attacked, x, y, epochs=1, seed=0, device=CPU, perturb=partial(fgsm, eps=EPS))
-    assert sum(seen) == len(x)  # every batch went through perturb once
+    train.fit(attacked, x, y, epochs=1, seed=0, device=CPU, perturb=attack_in_its_own_mode)
+    assert sum(n for n, _, _ in seen) == len(x)  # every batch went through perturb once
+    assert all(is_model and training for _, is_model, training in seen)  # the model being trained, in train mode
+    assert len(modes) == len(seen)
+    for before, during, after in modes:
+        assert all(before) and during and not any(during)  # train mode before; the attack's passes in eval mode
+        assert after == before  # and every module's mode restored to what it was
     assert all(torch.equal(p, q) for p, q in zip(plain.parameters(), identity.parameters(), strict=True))
     assert not all(torch.equal(p, q) for p, q in zip(plain.parameters(), attacked.parameters(), strict=True))
 
@@ -88,7 +105,7 @@ def test_cyclic_learning_rate_is_a_triangle():
     factor = partial(train.learning_rate_factor, "cyclic", total_steps=100)
     assert factor(step=0) == 0 and factor(step=40) == pytest.approx(1) and factor(step=100) == pytest.approx(0)
     assert factor(step=20) == pytest.approx(0.5) and factor(step=70) == pytest.approx(0.5)
-    with pytest.raises(ValueError, match="schedule"):
+    with pytest.raises(ValueError, match="unknown learning-rate schedule 'cosine'; expected one of"):
         train.learning_rate_factor("cosine", 1, 10)
 
 
@@ -103,7 +120,7 @@ def test_fast_training_guard_stops_and_restores_the_best_epoch(subsets, monkeypa
         snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
         return next(script)
 
-    monkeypatch.setattr(adversarial_training, "pgd_accuracy", scripted)
+    monkeypatch.setattr(evaluate, "pgd_accuracy", scripted)
     model = wong_kolter()
     history = defenses.fast_adversarial_training(model, x, y, eps=EPS, epochs=4, seed=0, device=CPU)
     assert history.guard_accuracy == [0.5, 0.6, 0.1] and history.stopped_at == 2
@@ -121,15 +138,48 @@ def test_fast_training_is_robust_on_a_small_subset(subsets):
     assert pgd20_accuracy(fast, xt, yt) > pgd20_accuracy(natural, xt, yt) + 0.1
 
 
-@pytest.mark.parametrize("kw, word", [({"eps": -0.1}, "eps"), ({"eps": 0.0}, "eps"), ({"alpha": -1.0}, "alpha"),
-                                      ({"steps": -1}, "steps")])
-def test_bad_arguments_raise(subsets, kw, word):
+@pytest.mark.parametrize("kw, message", [
+    ({"eps": -0.1}, r"eps must lie in \[0, inf\), got -0.1"),
+    ({"eps": 0.0}, "eps must be > 0 for adversarial training"),
+    ({"eps": float("inf")}, "eps must be a finite number, got inf"),
+    ({"alpha": -1.0}, r"alpha must lie in \[0, inf\), got -1"),
+    ({"steps": -1}, "steps must be a whole number >= 0, got -1"),
+])
+def test_bad_arguments_raise(subsets, kw, message):
     (x, y), _ = subsets
     kw = {"eps": EPS, "alpha": EPS / 4, "steps": 2, **kw}
-    with pytest.raises(ValueError, match=word):
+    with pytest.raises(ValueError, match=message):
         defenses.madry_training(wong_kolter(), x[:8], y[:8], device=CPU, **kw)
-    with pytest.raises(ValueError, match="examples"):
+    with pytest.raises(ValueError, match="the images hold 8 examples but y holds 7 labels"):
         defenses.madry_training(wong_kolter(), x[:8], y[:7], eps=EPS, alpha=0.01, steps=1, device=CPU)
+    nan = x[:8].clone()
+    nan[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="x holds 1 values that are NaN or infinite"):
+        defenses.madry_training(wong_kolter(), nan, y[:8], eps=EPS, alpha=0.01, steps=1, device=CPU)
+    with pytest.raises(ValueError, match=r"y must be a 1-D tensor of labels shaped \(N,\), got shape \(8, 1\)"):
+        defenses.madry_training(wong_kolter(), x[:8], y[:8, None], eps=EPS, alpha=0.01, steps=1, device=CPU)
+
+
+def test_masking_defenses_check_their_settings_and_input():
+    """The gradient-masking wrappers (advlib.defenses.masking) name what is wrong with their settings, and
+    RandomResizePad names an input that is not a batch (N, C, H, W) instead of failing inside affine_grid."""
+    model = models.mlp((8,))
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module returning logits, got str"):
+        defenses.InputQuantization("a model", levels=16)
+    with pytest.raises(ValueError, match=r"levels must be a whole number >= 2 \(the number of grey levels kept\), "
+                                         "got '16'"):
+        defenses.quantize(torch.rand(2, 1, 4, 4), "16")
+    with pytest.raises(ValueError, match="levels must be a whole number >= 2 .*, got inf"):
+        defenses.InputQuantization(model, levels=float("inf"))
+    with pytest.raises(ValueError, match="min_scale must be a finite number, got nan"):
+        defenses.RandomResizePad(model, min_scale=float("nan"))
+    with pytest.raises(ValueError, match=r"min_scale must lie in \(0, 1\], got 1.5"):
+        defenses.RandomResizePad(model, min_scale=1.5)
+    with pytest.raises(TypeError, match="generator must be None or a CPU torch.Generator"):
+        defenses.RandomResizePad(model, generator=7)
+    with pytest.raises(ValueError, match=r"RandomResizePad takes a floating-point batch of images \(N, C, H, W\), got "
+                                         r"shape \(1, 28, 28\)"):
+        defenses.RandomResizePad(model).transform(torch.rand(1, 28, 28))
 
 
 def test_zoo_keys_of_earlier_recipes_are_unchanged():
@@ -147,14 +197,14 @@ def test_robustness_score_is_an_upper_bound_below_each_attack(subsets, natural_a
     natural, _, _ = natural_and_robust
     x, y = xt[:100], yt[:100]
     suite = strongest(EPS, steps=10, restarts=2, cw_steps=50, cw_lr=1e-2, cw_c=1e-3)
-    score = metrics.robustness_score(natural, suite, (x, y), EPS)
+    score = evaluate.robustness_score(natural, suite, (x, y), EPS)
     assert score.accuracy == pytest.approx(metrics.accuracy(natural, x, y))
     for name, attack in suite.items():
         # each attack's breaks are among the suite's: the score is at most the accuracy minus any one of them
         assert 0 < score.broken[name] <= score.accuracy
         assert score.upper_bound <= score.accuracy - score.broken[name] + 1e-9, name
         if name.startswith("PGD"):  # eps-bounded: another run alone (other random starts) leaves about as many
-            assert score.upper_bound <= metrics.robust_accuracy(natural, attack, (x, y)) + 0.05, name
+            assert score.upper_bound <= evaluate.robust_accuracy(natural, attack, (x, y)) + 0.05, name
     assert score.upper_bound <= score.accuracy
     assert score.robust.dtype == torch.bool and score.robust.float().mean().item() == pytest.approx(score.upper_bound)
 
@@ -163,21 +213,21 @@ def test_robustness_score_counts_only_examples_broken_inside_the_ball(subsets, n
     _, (xt, yt) = subsets
     natural, _, _ = natural_and_robust
     x, y = xt[:100], yt[:100]
-    identity = metrics.robustness_score(natural, {"none": lambda m, a, b: a.clone()}, (x, y), EPS)
+    identity = evaluate.robustness_score(natural, {"none": lambda m, a, b: a.clone()}, (x, y), EPS)
     assert identity.upper_bound == pytest.approx(identity.accuracy)  # no attack: the score is the accuracy
     far = partial(pgd, eps=0.3, alpha=0.05, steps=10)  # breaks almost everything, but outside the 0.1-ball
-    outside = metrics.robustness_score(natural, {"far": far}, (x, y), EPS)
+    outside = evaluate.robustness_score(natural, {"far": far}, (x, y), EPS)
     assert outside.upper_bound == pytest.approx(outside.accuracy)
-    inside = metrics.robustness_score(natural, {"far": far}, (x, y), 0.3)
+    inside = evaluate.robustness_score(natural, {"far": far}, (x, y), 0.3)
     assert inside.upper_bound < 0.5 * inside.accuracy
 
 
 def test_robustness_score_bad_arguments(subsets, natural_and_robust):
     _, (xt, yt) = subsets
     natural, _, _ = natural_and_robust
-    with pytest.raises(ValueError, match="attacks"):
-        metrics.robustness_score(natural, {}, (xt[:4], yt[:4]), EPS)
-    with pytest.raises(ValueError, match="eps"):
-        metrics.robustness_score(natural, {"fgsm": partial(fgsm, eps=EPS)}, (xt[:4], yt[:4]), -1.0)
-    with pytest.raises(ValueError, match="norm"):
-        metrics.robustness_score(natural, {"fgsm": partial(fgsm, eps=EPS)}, (xt[:4], yt[:4]), EPS, norm="l1")
+    with pytest.raises(ValueError, match="attacks is empty: give at least one attack"):
+        evaluate.robustness_score(natural, {}, (xt[:4], yt[:4]), EPS)
+    with pytest.raises(ValueError, match=r"eps must lie in \[0, inf\), got -1"):
+        evaluate.robustness_score(natural, {"fgsm": partial(fgsm, eps=EPS)}, (xt[:4], yt[:4]), -1.0)
+    with pytest.raises(ValueError, match="unknown norm 'l1'; expected one of"):
+        evaluate.robustness_score(natural, {"fgsm": partial(fgsm, eps=EPS)}, (xt[:4], yt[:4]), EPS, norm="l1")

@@ -34,8 +34,32 @@ def test_cifar10_variants(arch):
     model = models.build(arch, "cifar10").eval()
     x = batch("cifar10", n=3)
     assert model(x).shape == (3, 1 if arch == "perceptron" else 10)
-    with pytest.raises(RuntimeError):  # built for 3x32x32, not for Fashion-MNIST's 1x28x28
+    # built for 3x32x32, not for Fashion-MNIST's 1x28x28: an error that names both shapes, not torch's
+    with pytest.raises(ValueError, match=r"built for cifar10 takes a batch of images shaped \(N, 3, 32, 32\), "
+                                         r"got shape \(3, 1, 28, 28\)"):
         model(batch("fashion-mnist", n=3))
+
+
+@pytest.mark.parametrize("arch", sorted(models.ARCHITECTURES))
+def test_a_single_image_without_its_batch_dimension_is_refused(arch):
+    """A (C, H, W) image once went through the flattening models as a batch of one (nn.Flatten keeps the
+    first dimension): a silent answer for the wrong reason. Now every model asks for the batch dimension."""
+    model = models.build(arch)
+    with pytest.raises(ValueError, match=r"shaped \(N, 1, 28, 28\), got shape \(1, 28, 28\); add the batch "
+                                         r"dimension, e.g. x\[None\]"):
+        model(batch()[0])
+    assert model(batch()[0][None]).shape[0] == 1
+
+
+def test_bad_sizes_are_refused():
+    with pytest.raises(ValueError, match="hidden units must be a whole number >= 1, got 0"):
+        models.mlp((16, 0))
+    with pytest.raises(ValueError, match="num_classes must be a whole number >= 1, got 0"):
+        models.mlp((16,), num_classes=0)
+    with pytest.raises(ValueError, match="channels must be a whole number >= 1, got 0"):
+        models.small_cnn(channels=(0, 8))
+    with pytest.raises(ValueError, match="code must be a whole number >= 1, got 0"):
+        models.AE400(code=0)
 
 
 @pytest.mark.parametrize("arch", ["perceptron", "mlp", "fc10", "fc100-100-10", "fc200-200-10", "small-cnn"])
@@ -92,20 +116,22 @@ def test_normalize_is_per_channel_affine():
     assert "mean" in layer.state_dict()
 
 
-@pytest.mark.parametrize("std", [(0.0,), (-1.0,), (0.2, 0.0, 0.3)])
-def test_normalize_rejects_non_positive_std(std):
-    with pytest.raises(ValueError, match="positive"):
+@pytest.mark.parametrize("std", [(0.0,), (-1.0,), (0.2, 0.0, 0.3), (float("nan"),), (float("inf"),)])
+def test_normalize_rejects_non_positive_or_non_finite_std(std):
+    with pytest.raises(ValueError, match="standard deviations must be finite and positive"):
         models.Normalize((0.5,) * len(std), std)
+    with pytest.raises(ValueError, match=r"mean and std must be 1-D, one value per channel, got shapes \(2,\) and"):
+        models.Normalize((0.5, 0.5), (0.2,) * 3)
 
 
 def test_unknown_architecture_and_activation():
-    with pytest.raises(ValueError, match="resnet1000") as error:
+    with pytest.raises(ValueError, match="unknown architecture 'resnet1000'; expected one of") as error:
         models.build("resnet1000")
     assert "small-cnn" in str(error.value)
-    with pytest.raises(ValueError, match="swish") as error:
+    with pytest.raises(ValueError, match="unknown activation 'swish'; expected one of") as error:
         models.mlp((10,), activation="swish")
     assert "relu" in str(error.value)
-    with pytest.raises(ValueError, match="imagenet"):
+    with pytest.raises(ValueError, match="unknown dataset 'imagenet'"):
         models.build("mlp", "imagenet")
 
 

@@ -72,7 +72,7 @@ def _notebook(path: Path, cells: list[tuple[str, str, list[str]]]) -> None:
     nbformat.write(notebook, path)
 
 
-def test_reproduce_keeps_the_tagged_outputs_and_resumes(tmp_path, monkeypatch):
+def test_reproduce_keeps_the_tagged_outputs_and_resumes(tmp_path, monkeypatch, capsys):
     """A chapter runs in the asked profile; only its tagged cells' printed and Markdown outputs are kept; a second
     run skips it; a change to its code (not to its prose) makes it run again."""
     pytest.importorskip("nbclient")
@@ -108,5 +108,7 @@ def test_reproduce_keeps_the_tagged_outputs_and_resumes(tmp_path, monkeypatch):
     chapter.write_text(json.dumps(notebook))
     reproduce.main(["--profile", "quick", "--out", str(out)])
     assert ran == ["99_example"]
-    with pytest.raises(SystemExit):  # a file of one profile is not continued in the other
+    capsys.readouterr()
+    with pytest.raises(SystemExit, match="^2$"):  # a file of one profile is not continued in the other
         reproduce.main(["--profile", "full", "--out", str(out)])
+    assert "records the 'quick' profile, not 'full'" in capsys.readouterr().err  # argparse's error, exit code 2

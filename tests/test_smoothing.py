@@ -1,6 +1,7 @@
 """Randomized smoothing (Cohen, Rosenfeld and Kolter 2019): PREDICT and CERTIFY against SciPy and against
 base classifiers whose vote frequencies under noise are known, the soundness of the certificate against
-an L2 attack, and Gaussian noise training."""
+an L2 attack, Gaussian noise training, the input checks (each error names what was wrong) and half
+precision (the votes are counted in int64, so float16 loses none)."""
 
 from __future__ import annotations
 
@@ -177,21 +178,48 @@ def test_reproducible_with_a_generator():
     assert not torch.equal(seeded(model, seed=7).counts(IMAGE, 1000), other.counts(IMAGE, 1000))
 
 
+SIGMA_IS = r"sigma \(the noise's standard deviation\) must"
+ALPHA_IS = r"alpha \(the probability of a wrong answer\) must"
+
+
+def nan_image() -> torch.Tensor:
+    image = IMAGE.clone()
+    image[0, 1, 1] = float("nan")
+    return image
+
+
 @pytest.mark.parametrize("make, message", [
-    (lambda: Smooth(with_probability(0.9), 2, 0.0), "sigma"),
-    (lambda: Smooth(with_probability(0.9), 2, -0.5), "sigma"),
-    (lambda: Smooth(with_probability(0.9), 2, float("nan")), "sigma"),
-    (lambda: Smooth(with_probability(0.9), 1, SIGMA), "num_classes"),
-    (lambda: seeded(with_probability(0.9)).certify(IMAGE, 100, 0, 0.01), "n must"),
-    (lambda: seeded(with_probability(0.9)).certify(IMAGE, 0, 100, 0.01), "n0"),
-    (lambda: seeded(with_probability(0.9)).predict(IMAGE, 100, 0.0), "alpha"),
-    (lambda: seeded(with_probability(0.9)).predict(IMAGE, 100, 1.0), "alpha"),
-    (lambda: seeded(with_probability(0.9)).certify(IMAGE, 10, 100, 1.5), "alpha"),
-    (lambda: seeded(with_probability(0.9)).predict(IMAGE, 100, 0.01, batch_size=0), "batch_size"),
-    (lambda: seeded(with_probability(0.9)).predict(IMAGE[None], 100, 0.01), "single image"),
-    (lambda: seeded(with_probability(0.9)).certify(IMAGE + 1, 10, 100, 0.01), r"\[0,1\]"),
-    (lambda: seeded(with_probability(0.9)).certify(IMAGE - 1, 10, 100, 0.01), r"\[0,1\]"),
-    (lambda: Smooth(with_probability(0.9), 3, SIGMA).certify(IMAGE, 10, 100, 0.01), "logits of shape"),
+    (lambda: Smooth(with_probability(0.9), 2, 0.0), SIGMA_IS + r" lie in \(0, inf\), got 0"),
+    (lambda: Smooth(with_probability(0.9), 2, -0.5), SIGMA_IS + r" lie in \(0, inf\), got -0.5"),
+    (lambda: Smooth(with_probability(0.9), 2, float("nan")), SIGMA_IS + " be a finite number, got nan"),
+    (lambda: Smooth(with_probability(0.9), 2, float("inf")), SIGMA_IS + " be a finite number, got inf"),
+    (lambda: Smooth(with_probability(0.9), 1, SIGMA), "num_classes must be a whole number >= 2, got 1"),
+    (lambda: seeded(with_probability(0.9)).certify(IMAGE, 100, 0, 0.01), "n must be a whole number >= 1, got 0"),
+    (lambda: seeded(with_probability(0.9)).counts(IMAGE, 2.5), "n must be a whole number >= 1, got 2.5"),
+    (lambda: seeded(with_probability(0.9)).certify(IMAGE, 0, 100, 0.01), "n0 must be a whole number >= 1, got 0"),
+    (lambda: seeded(with_probability(0.9)).predict(IMAGE, 100, 0.0), ALPHA_IS + r" lie in \(0, 1\), got 0$"),
+    (lambda: seeded(with_probability(0.9)).predict(IMAGE, 100, 1.0), ALPHA_IS + r" lie in \(0, 1\), got 1$"),
+    (lambda: seeded(with_probability(0.9)).certify(IMAGE, 10, 100, 1.5), ALPHA_IS + r" lie in \(0, 1\), got 1.5"),
+    (lambda: seeded(with_probability(0.9)).certify(IMAGE, 10, 100, float("nan")), ALPHA_IS + " be a finite number"),
+    (lambda: seeded(with_probability(0.9)).predict(IMAGE, 100, 0.01, batch_size=0),
+     "batch_size must be a whole number >= 1, got 0"),
+    (lambda: seeded(with_probability(0.9)).predict(IMAGE[None], 100, 0.01),
+     r"x must be a single image shaped \(C, H, W\), got shape \(1, 1, 2, 2\)"),
+    (lambda: seeded(with_probability(0.9)).certify(IMAGE + 1, 10, 100, 0.01),
+     r"x must hold images in \[0, 1\], got values in \[1.5, 1.5\]"),
+    (lambda: seeded(with_probability(0.9)).certify(IMAGE - 1, 10, 100, 0.01),
+     r"x must hold images in \[0, 1\], got values in \[-0.5, -0.5\]"),
+    (lambda: seeded(with_probability(0.9)).certify(nan_image(), 10, 100, 0.01),
+     "x holds 1 values that are NaN or infinite; images must be finite"),
+    (lambda: seeded(with_probability(0.9)).predict(torch.ones(1, 0, 2), 10, 0.01),
+     r"x must be a non-empty image \(C, H, W\), got shape \(1, 0, 2\)"),
+    (lambda: Smooth(with_probability(0.9), 3, SIGMA).certify(IMAGE, 10, 100, 0.01),
+     r"the model returned logits of shape \(10, 2\) for 10 images; expected \(10, 3\)"),
+    (lambda: smoothing.clopper_pearson_lower(11, 10, 0.01), r"successes must lie in \[0, trials = 10\], got 11"),
+    (lambda: smoothing.clopper_pearson_lower(0, 0, 0.01), "trials must be a whole number >= 1, got 0"),
+    (lambda: smoothing.SoftSmooth(with_probability(0.9), float("inf")), SIGMA_IS + " be a finite number, got inf"),
+    (lambda: smoothing.SoftSmooth(with_probability(0.9), SIGMA, samples=0),
+     "samples must be a whole number >= 1, got 0"),
 ])
 def test_bad_input_is_a_value_error_that_says_what_is_wrong(make, message):
     with pytest.raises(ValueError, match=message):
@@ -199,12 +227,58 @@ def test_bad_input_is_a_value_error_that_says_what_is_wrong(make, message):
 
 
 def test_bad_types_are_type_errors():
-    with pytest.raises(TypeError, match="nn.Module"):
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module returning logits, got function"):
         Smooth(lambda z: z, 2, SIGMA)
-    with pytest.raises(TypeError, match="Generator"):
+    with pytest.raises(TypeError, match="generator must be None or a torch.Generator on the model's device, got int"):
         Smooth(with_probability(0.9), 2, SIGMA, generator=0)
-    with pytest.raises(TypeError, match="floating-point"):
+    with pytest.raises(TypeError, match="x must be a floating-point tensor of images in .0, 1., got a tensor of "
+                                        "dtype torch.int64"):
         seeded(with_probability(0.9)).predict(torch.ones(1, 2, 2, dtype=torch.long), 10, 0.01)
+    with pytest.raises(TypeError, match="num_classes must be a whole number >= 2, got str"):
+        Smooth(with_probability(0.9), "2", SIGMA)
+    # an image of another dtype than the model's parameters: named, not a matmul error deep inside torch
+    with pytest.raises(TypeError, match="the model's parameters are torch.float32 but the images are torch.float64"):
+        seeded(with_probability(0.9)).certify(IMAGE.double(), 10, 100, 0.01)
+
+
+def test_the_input_is_checked_and_its_noisy_copies_are_not():
+    """Only the caller's image must lie in [0,1]: its noisy copies leave it (by about 4 sigma here) and still
+    reach the model; an image at the edge of [0,1] is accepted."""
+    recorder = Recorder()
+    edge = torch.tensor([[[0.0, 1.0], [1.0, 0.0]]])
+    assert seeded(recorder).counts(edge, 500, batch_size=500).sum() == 500
+    seen = torch.cat(recorder.seen)
+    assert seen.min() < -0.5 and seen.max() > 1.5
+
+
+class HalfRows(RowModel):
+    """:class:`RowModel` answering in float16, as a half-precision network does, and recording the dtype of
+    the images it is given."""
+
+    def __init__(self, fractions):
+        super().__init__(fractions)
+        self.dtypes = set()
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        self.dtypes.add(z.dtype)
+        return super().forward(z).half()
+
+
+def test_half_precision_counts_every_vote_exactly():
+    """In float16 the integers are exact only up to 2048 and nothing beyond 65504 exists: 70,000 samples
+    split 70/20/10 would be miscounted (49,000 is not a float16) or overflow to infinity in a float16 counter.
+    The counts are int64 and exact, the noisy images and the model stay in half precision, and CERTIFY's
+    radius is SciPy's for those exact counts."""
+    model, n = HalfRows((0.7, 0.2, 0.1)), 70_000
+    image = IMAGE.half()
+    smooth = Smooth(model, 3, SIGMA, generator=torch.Generator().manual_seed(0))
+    counts = smooth.counts(image, n, batch_size=10_000)
+    assert counts.dtype == torch.int64 and counts.tolist() == [49_000, 14_000, 7_000]
+    assert torch.tensor(49_000.0).half().item() != 49_000 and torch.tensor(70_000.0).half().isinf()  # float16 could not
+    assert model.dtypes == {torch.float16}
+    label, radius = smooth.certify(image, 100, n, 0.001, batch_size=10_000)
+    assert label == 0 and radius == pytest.approx(reference_radius(49_000, n, 0.001)[1], rel=1e-9)
+    assert torch.equal(smooth.counts(image.bfloat16(), 2000, batch_size=1000), torch.tensor([1400, 400, 200]))
 
 
 # --- over a data set, and the certified accuracy curve -------------------------------------------------------
@@ -214,7 +288,8 @@ def test_certified_accuracy_curve_counts_correct_and_large_enough_radii():
     correct = torch.tensor([True, True, False, False, True])
     curve = smoothing.certified_accuracy_curve(radii, correct, [0.0, 0.2, 0.5, 0.6, 2.0])
     assert curve.tolist() == pytest.approx([0.6, 0.4, 0.4, 0.2, 0.0])
-    with pytest.raises(ValueError, match="same length"):
+    with pytest.raises(ValueError, match=r"radii and correct must be 1-d and of the same length, got shapes \(5,\) "
+                                         r"and \(3,\)"):
         smoothing.certified_accuracy_curve(radii, correct[:3], [0.0])
 
 
@@ -233,6 +308,64 @@ def test_certify_dataset_on_a_small_mlp(small_mlp, one_thread):
     assert result.radii.max() <= SIGMA * norm.ppf(0.01 ** (1 / 500)) + 1e-9
     curve = result.accuracy_curve([0.0, 0.25, 0.5])
     assert curve[0] == result.correct.double().mean() and (curve.diff() <= 0).all()
+
+
+class Counting(nn.Module):
+    """Counts the images the model is shown (to tell that a check came before any sampling)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model, self.seen = model, 0
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        self.seen += len(z)
+        return self.model(z)
+
+
+@pytest.mark.parametrize("case, error, match", [
+    ("(N, 1) labels", ValueError, r"y must be a 1-D tensor of labels shaped \(N,\), got shape \(4, 1\); use "
+                                  r"y.view\(-1\)"),
+    ("labels outside the classes", ValueError, r"y must hold labels in \[0, 2\) \(the model has 2 classes\), got "
+                                               r"labels in \[0, 5\]"),
+    ("float labels", TypeError, "y must be a 1-D tensor of integer class labels"),
+    ("fewer labels", ValueError, "the images hold 4 examples but y holds 3 labels; they must match"),
+    ("NaN image", ValueError, "x holds 1 values that are NaN or infinite"),
+    ("images above 1", ValueError, r"x must hold images in \[0, 1\], got values in \[0.5, 2\]"),
+    ("a single image", ValueError, r"x must be a batch of images shaped \(N, C, H, W\), got shape \(1, 2, 2\)"),
+    ("no images", ValueError, "no examples: x and y are empty"),
+    ("n0 = 0", ValueError, "n0 must be a whole number >= 1, got 0"),
+    ("alpha = 1", ValueError, ALPHA_IS + r" lie in \(0, 1\), got 1$"),
+    ("batch_size = 0", ValueError, "batch_size must be a whole number >= 1, got 0"),
+    ("not a Smooth", TypeError, "smooth must be a smoothing.Smooth, got SoftSmooth"),
+])
+def test_certify_dataset_checks_everything_before_the_first_sample(case, error, match):
+    model = Counting(with_probability(0.9))
+    smooth = seeded(model)
+    x, y = IMAGE.expand(4, -1, -1, -1).clone(), torch.zeros(4, dtype=torch.long)
+    kwargs = {"n0": 10, "n": 100, "alpha": 0.01, "batch_size": 100}
+    if case == "(N, 1) labels":
+        y = y[:, None]
+    elif case == "labels outside the classes":
+        y[2] = 5
+    elif case == "float labels":
+        y = y.float()
+    elif case == "fewer labels":
+        y = y[:3]
+    elif case == "NaN image":
+        x[3, 0, 0, 1] = float("nan")
+    elif case == "images above 1":
+        x[1] = 2.0
+    elif case == "a single image":
+        x = x[0]
+    elif case == "no images":
+        x, y = x[:0], y[:0]
+    elif case == "not a Smooth":
+        smooth = smoothing.SoftSmooth(model, SIGMA)
+    else:
+        kwargs |= {"n0 = 0": {"n0": 0}, "alpha = 1": {"alpha": 1.0}, "batch_size = 0": {"batch_size": 0}}[case]
+    with pytest.raises(error, match=match):
+        smoothing.certify_dataset(smooth, x, y, **kwargs)
+    assert model.seen == 0
 
 
 # --- soundness: an attack inside the certified radius cannot change the smoothed prediction -------------------
@@ -307,9 +440,19 @@ def test_noise_training_repeats_under_its_seed_and_adds_unclipped_noise(subsets,
 
     assert torch.equal(weights(trained(0)), weights(trained(0)))
     assert not torch.equal(weights(trained(0)), weights(trained(1)))
-    for sigma in (0.0, -0.1):
-        with pytest.raises(ValueError, match="sigma"):
+    for sigma, message in ((0.0, "got 0; sigma = 0 is standard training: use train.fit"), (-0.1, "got -0.1$"),
+                           (float("inf"), "must be a finite number, got inf")):
+        with pytest.raises(ValueError, match=r"sigma \(the noise's standard deviation\) (must be > 0 for noise "
+                                             r"training, )?" + message):
             trained(0, sigma)
+    nan = x.clone()
+    nan[5, 0, 3, 3] = float("nan")
+    with pytest.raises(ValueError, match="x holds 1 values that are NaN or infinite"):
+        defenses.gaussian_noise_training(models.mlp((16,)), nan, y, sigma=0.5, epochs=1, device=CPU)
+    with pytest.raises(ValueError, match=r"y must be a 1-D tensor of labels shaped \(N,\), got shape \(256, 1\)"):
+        defenses.gaussian_noise_training(models.mlp((16,)), x, y[:, None], sigma=0.5, epochs=1, device=CPU)
+    with pytest.raises(ValueError, match=r"y must hold labels in \[0, 3\) \(the model has 3 classes\)"):
+        defenses.gaussian_noise_training(models.mlp((16,), num_classes=3), x, y, sigma=0.5, epochs=1, device=CPU)
 
     seen = {}
 
@@ -331,5 +474,13 @@ def test_soft_smooth_averages_the_probabilities_under_noise(small_mlp, one_threa
         expected = torch.stack([model(x[:3] + 0.25 * n).softmax(1) for n in noise]).mean(0).log()
     assert out.shape == (3, 10) and torch.allclose(out, expected, atol=1e-5)
     assert out.requires_grad  # differentiable, so attacks can run on it
-    with pytest.raises(ValueError, match="sigma"):
+    with pytest.raises(ValueError, match=SIGMA_IS + r" lie in \(0, inf\), got 0"):
         smoothing.SoftSmooth(model, 0.0)
+    nan = x[:3].clone()
+    nan[1, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="x holds 1 values that are NaN or infinite"):
+        soft(nan)
+    with pytest.raises(ValueError, match=r"x must be a batch of images shaped \(N, C, H, W\), got shape \(1, 28, 28\)"):
+        soft(x[0])
+    with pytest.raises(TypeError, match="generator must be None or a torch.Generator on the model's device, got int"):
+        smoothing.SoftSmooth(model, 0.25, generator=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from advlib import config, models, train
 
@@ -88,16 +89,20 @@ def test_sign_descent_moves_each_weight_by_lr():
 
 
 def test_sign_descent_rejects_bad_lr():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"lr must lie in \(0, inf\), got 0"):
         train.SignDescent(models.fc10().parameters(), lr=0)
+    with pytest.raises(ValueError, match="lr must be a finite number, got inf"):
+        train.SignDescent(models.fc10().parameters(), lr=float("inf"))
 
 
 def test_make_optimizer_kinds():
     params = list(models.fc10().parameters())
     assert isinstance(train.make_optimizer("sgd", params, 0.1), torch.optim.SGD)
     assert isinstance(train.make_optimizer("adam", params, 0.1), torch.optim.Adam)
-    with pytest.raises(ValueError, match="rmsprop"):
+    with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'; expected one of"):
         train.make_optimizer("rmsprop", params, 0.1)
+    with pytest.raises(ValueError, match=r"momentum must lie in \[0, inf\), got -0.5"):
+        train.make_optimizer("sgd", params, 0.1, momentum=-0.5)
 
 
 def test_classification_losses():
@@ -109,7 +114,7 @@ def test_classification_losses():
     assert torch.allclose(train.classification_loss(logits, y, "prob"), expected_prob, atol=1e-7)
     expected_ce = -torch.stack([p[i, y[i]].log() for i in range(6)]).mean()
     assert torch.allclose(train.classification_loss(logits, y, "ce"), expected_ce, atol=1e-6)
-    with pytest.raises(ValueError, match="hinge"):
+    with pytest.raises(ValueError, match="unknown loss 'hinge'; expected one of"):
         train.classification_loss(logits, y, "hinge")
 
 
@@ -141,21 +146,112 @@ def test_fit_rejects_images_outside_unit_interval(bad):
     y = torch.zeros(8, dtype=torch.long)
     model = models.fc10()
     before = [p.clone() for p in model.parameters()]
-    with pytest.raises(ValueError, match=r"\[0,1\]"):
+    with pytest.raises(ValueError, match=rf"x must hold images in \[0, 1\], got values in \[.*{bad:g}"):
         train.fit(model, x, y)
-    with pytest.raises(ValueError, match=r"\[0,1\]"):
+    with pytest.raises(ValueError, match=rf"x must hold images in \[0, 1\], got values in \[.*{bad:g}"):
         train.fit_autoencoder(models.AE400(), x)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
 def test_fit_rejects_mismatched_and_empty_batches():
     x = torch.rand(8, 1, 28, 28)
-    with pytest.raises(ValueError, match="8"):
+    with pytest.raises(ValueError, match="the images hold 8 examples but y holds 7 labels"):
         train.fit(models.fc10(), x, torch.zeros(7, dtype=torch.long))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no examples: x and y are empty"):
         train.fit(models.fc10(), x[:0], torch.zeros(0, dtype=torch.long))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="batch_size must be a whole number >= 1, got 0"):
         train.fit(models.fc10(), x, torch.zeros(8, dtype=torch.long), batch_size=0)
+
+
+def labelled(n: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` random images in [0,1] and labels 0..n-1 mod 10 (a batch for the input checks)."""
+    return torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed)), torch.arange(n) % 10
+
+
+@pytest.mark.parametrize("case, error, match", [
+    ("nan image", ValueError, "x holds 1 values that are NaN or infinite; images must be finite"),
+    ("3-D images", ValueError, r"x must be a batch of images shaped \(N, C, H, W\), got shape \(8, 28, 28\)"),
+    ("integer images", TypeError, "x must be a floating-point tensor of images in .0, 1., got a tensor of dtype "
+                                  "torch.uint8"),
+    ("half images", TypeError, "x is torch.float16: half precision is not supported here"),
+    ("(N, 1) labels", ValueError, r"y must be a 1-D tensor of labels shaped \(N,\), got shape \(8, 1\); use "
+                                  r"y.view\(-1\)"),
+    ("float labels", TypeError, r"y must be a 1-D tensor of integer class labels \(torch.long\), got a tensor of "
+                                "dtype torch.float32"),
+    ("label 10 of 10 classes", ValueError, r"y must hold labels in \[0, 10\) \(the model has 10 classes\), got "
+                                           r"labels in \[0, 10\]"),
+    ("negative label", ValueError, "y must hold class labels >= 0, got a minimum of -1"),
+    ("float64 model", TypeError, "the model's parameters are torch.float64 but the images are torch.float32"),
+    ("negative epochs", ValueError, "epochs must be a whole number >= 0, got -1"),
+    ("fractional epochs", ValueError, "epochs must be a whole number >= 0, got 1.5"),
+    ("zero lr", ValueError, r"lr must lie in \(0, inf\), got 0"),
+    ("nan lr", ValueError, "lr must be a finite number, got nan"),
+    ("unknown schedule", ValueError, "unknown learning-rate schedule 'cosine'; expected one of"),
+    ("unknown loss", ValueError, "unknown loss 'hinge'; expected one of"),
+    ("unknown optimizer", ValueError, "unknown optimizer 'rmsprop'; expected one of"),
+    ("not a model", TypeError, "model must be a torch.nn.Module returning logits, got function"),
+])
+def test_fit_checks_its_input_before_any_step(case, error, match):
+    """Each bad input is refused, with a message naming it, before the model has changed (no step taken)."""
+    x, y = labelled()
+    model, kwargs = models.fc10(), {}
+    if case == "nan image":
+        x[2, 0, 5, 5] = float("nan")
+    elif case == "3-D images":
+        x = x[:, 0]
+    elif case == "integer images":
+        x = (x * 255).to(torch.uint8)
+    elif case == "half images":
+        x, model = x.half(), model.half()
+    elif case == "(N, 1) labels":
+        y = y[:, None]
+    elif case == "float labels":
+        y = y.float()
+    elif case == "label 10 of 10 classes":
+        y[3] = 10
+    elif case == "negative label":
+        y[3] = -1
+    elif case == "float64 model":
+        model = model.double()
+    elif case == "not a model":
+        model = lambda z: z  # noqa: E731
+    else:
+        kwargs = {"negative epochs": {"epochs": -1}, "fractional epochs": {"epochs": 1.5}, "zero lr": {"lr": 0.0},
+                  "nan lr": {"lr": float("nan")}, "unknown schedule": {"schedule": "cosine"},
+                  "unknown loss": {"loss": "hinge"}, "unknown optimizer": {"optimizer": "rmsprop"}}[case]
+    before = [p.detach().clone() for p in model.parameters()] if isinstance(model, nn.Module) else []
+    with pytest.raises(error, match=match):
+        train.fit(model, x, y, device=torch.device("cpu"), **kwargs)
+    if before:
+        assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_perceptron_labels_must_be_zero_or_one():
+    """A one-logit model (the perceptron) has two classes, 0 and 1: a label 2 would be read as the positive
+    class by the logistic loss (y.float() = 2 gives a loss without a minimum), so it is refused."""
+    x, _ = labelled()
+    with pytest.raises(ValueError, match=r"y must hold labels 0 and 1 for a model with one logit .* got labels in "
+                                         r"\[0, 2\]"):
+        train.fit(models.perceptron(), x, torch.tensor([0, 1, 2, 0, 1, 0, 1, 0]), device=torch.device("cpu"))
+    history = train.fit(models.perceptron(), x, torch.tensor([0, 1] * 4), device=torch.device("cpu"))
+    assert len(history.step_losses) == 1
+
+
+def test_fit_autoencoder_checks_its_input():
+    x, _ = labelled()
+    nan = x.clone()
+    nan[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="x holds 1 values that are NaN or infinite"):
+        train.fit_autoencoder(models.AE400(code=8), nan)
+    with pytest.raises(ValueError, match="no examples: x is empty"):
+        train.fit_autoencoder(models.AE400(code=8), x[:0])
+    with pytest.raises(ValueError, match=r"sparsity \(the target mean activation of a code unit\) must lie in "
+                                         r"\(0, 1\), got 1.5"):
+        train.fit_autoencoder(models.AE400(code=8), x, sparsity=1.5)
+    with pytest.raises(ValueError, match=r"beta must lie in \[0, inf\), got -1"):
+        train.fit_autoencoder(models.AE400(code=8), x, beta=-1.0)
+    with pytest.raises(ValueError, match="epochs must be a whole number >= 0, got -2"):
+        train.fit_autoencoder(models.AE400(code=8), x, epochs=-2)
 
 
 def test_fit_parameters_restricts_training(small_train):

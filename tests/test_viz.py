@@ -56,5 +56,5 @@ def test_other_figures():
     assert [line.get_label() for line in fig.axes[0].lines] == ["train", "test"]
     fig = viz.plot_probabilities(torch.full((10,), 0.1), [str(i) for i in range(10)], true_label=3)
     assert len(fig.axes[0].patches) == 10
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="3 probabilities but 2 class names"):
         viz.plot_probabilities(torch.full((3,), 0.3), ["a", "b"])

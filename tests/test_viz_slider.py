@@ -96,13 +96,13 @@ def test_start_and_format_choose_the_first_frame_and_the_label():
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="at least one value"):
+    with pytest.raises(ValueError, match="a slider needs at least one value"):
         viz.parameter_slider(Recorder(), [], mode="static")
-    with pytest.raises(ValueError, match="slider mode"):
+    with pytest.raises(ValueError, match="unknown slider mode 'interactive'"):
         viz.parameter_slider(Recorder(), [1], mode="interactive")
-    with pytest.raises(ValueError, match="start"):
+    with pytest.raises(ValueError, match="start must index one of the 2 values, got 2"):
         viz.parameter_slider(Recorder(), [1, 2], mode="static", start=2)
-    with pytest.raises(TypeError, match="Figure"):
+    with pytest.raises(TypeError, match="render.value. must return a matplotlib Figure, got str"):
         viz.parameter_slider(lambda v: "not a figure", [1], mode="static")
 
 
@@ -113,7 +113,7 @@ def test_auto_mode_is_static_when_no_user_kernel_and_follows_the_environment(mon
     monkeypatch.setenv(viz.SLIDER_ENV, "static")
     assert viz.slider_mode() == "static"
     monkeypatch.setenv(viz.SLIDER_ENV, "sometimes")
-    with pytest.raises(ValueError, match=viz.SLIDER_ENV):
+    with pytest.raises(ValueError, match=f"{viz.SLIDER_ENV}='sometimes' is not a slider mode"):
         viz.slider_mode()
     monkeypatch.delenv(viz.SLIDER_ENV)
     monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
@@ -161,11 +161,17 @@ def test_epsilon_explorer_live_and_bad_input():
     x = torch.rand(1, 1, 8, 8)
     box = viz.epsilon_explorer(model, x, torch.tensor(1), fgsm, [0.0, 0.1], mode="live")
     assert bytes(box.children[1].value).startswith(PNG_SIGNATURE)
-    with pytest.raises(ValueError, match="one image"):
+    with pytest.raises(ValueError, match=r"expected one image shaped \(C, H, W\) or \(1, C, H, W\), got shape \(2,"):
         viz.epsilon_explorer(model, torch.rand(2, 1, 8, 8), 1, fgsm, [0.1], mode="static")
-    with pytest.raises(ValueError, match="class names"):
+    with pytest.raises(ValueError, match="the model has 4 classes but 2 class names were given"):
         viz.epsilon_explorer(model, x, 1, fgsm, [0.1], classes=["a", "b"], mode="static")
-    with pytest.raises(ValueError, match=">= 0"):
+    with pytest.raises(ValueError, match=r"every epsilon must lie in \[0, inf\), got -0.1"):
         viz.epsilon_explorer(model, x, 1, fgsm, [-0.1], mode="static")
-    with pytest.raises(ValueError, match="at least one"):
+    with pytest.raises(ValueError, match="every epsilon must be a finite number, got nan"):
+        viz.epsilon_explorer(model, x, 1, fgsm, [0.1, float("nan")], mode="static")
+    with pytest.raises(ValueError, match="epsilon_explorer needs at least one epsilon"):
         viz.epsilon_explorer(model, x, 1, fgsm, [], mode="static")
+    with pytest.raises(ValueError, match=r"x must hold images in \[0, 1\]"):
+        viz.epsilon_explorer(model, x + 1, 1, fgsm, [0.1], mode="static")
+    with pytest.raises(ValueError, match=r"y must be the image's one integer class label, got \[1, 2\]"):
+        viz.epsilon_explorer(model, x, torch.tensor([1, 2]), fgsm, [0.1], mode="static")

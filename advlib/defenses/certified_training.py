@@ -24,7 +24,7 @@ from torch import nn
 from .. import train
 from ..certify import METHODS, certified, crown_ibp_bounds, dual_bounds, ibp_margin_bounds
 from ..certify.network import check_certify_inputs, layers
-from ..utils import model_device
+from ..utils import check_count, check_examples, check_model, check_real, model_device
 
 __all__ = ["certified_training", "ramp"]
 
@@ -77,24 +77,24 @@ def certified_training(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, ep
     """
     if method not in METHODS:
         raise ValueError(f"unknown certified training method {method!r}; expected one of {METHODS}")
+    check_model(model)
+    check_examples(x, y)
     check_certify_inputs(model, x[:1], y[:1], eps, box)
     layers(model, x[:1].to(model_device(model)))  # a TypeError now, not after a first step
     if not eps > 0:
         raise ValueError("eps must be > 0 for certified training (eps = 0 is standard training: use train.fit)")
+    check_count("epochs", epochs)
     if projections is not None and method != "dual":
         raise ValueError(f"projections estimate the dual bound only; method {method!r} takes none")
+    if projections is not None:
+        check_count("projections", projections, low=1)
     default_start, default_ramp, default_kappa = DEFAULTS[method]
-    eps_start = min(default_start, eps) if eps_start is None else eps_start
-    warmup = default_ramp * epochs if warmup_epochs is None else warmup_epochs
-    kappa = default_kappa if kappa is None else tuple(kappa)
-    beta = tuple(beta)
-    if not 0 <= eps_start <= eps:
-        raise ValueError(f"eps_start must lie in [0, eps] = [0, {eps}], got {eps_start}")
-    if not warmup >= 0:
-        raise ValueError(f"warmup_epochs must be >= 0, got {warmup}")
-    for name, pair in (("kappa", kappa), ("beta", beta)):
-        if len(pair) != 2 or not all(0 <= v <= 1 for v in pair):
-            raise ValueError(f"{name} must be a pair (start, end) of numbers in [0, 1], got {pair!r}")
+    eps_start = min(default_start, eps) if eps_start is None else check_real("eps_start", eps_start)
+    warmup = default_ramp * epochs if warmup_epochs is None else check_real("warmup_epochs", warmup_epochs)
+    kappa = default_kappa if kappa is None else _pair("kappa", kappa)
+    beta = _pair("beta", beta)
+    if not eps_start <= eps:
+        raise ValueError(f"eps_start must lie in [0, eps] = [0, {eps:g}], got {eps_start:g}")
 
     generator = torch.Generator().manual_seed(seed)
     eps_steps: list[float] = []
@@ -123,3 +123,11 @@ def certified_training(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, ep
     history.eps = eps_steps
     history.certified_error = errors
     return history
+
+
+def _pair(name: str, pair) -> tuple[float, float]:
+    """``pair`` as (start, end), after a ``ValueError`` unless it holds two finite numbers in [0, 1]."""
+    values = tuple(pair) if isinstance(pair, (tuple, list)) else ()
+    if len(values) != 2:
+        raise ValueError(f"{name} must be a pair (start, end) of numbers in [0, 1], got {pair!r}")
+    return tuple(check_real(f"{name}[{i}]", v, high=1.0) for i, v in enumerate(values))

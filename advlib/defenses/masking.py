@@ -22,9 +22,13 @@ put BPDA or EOT around exactly the transform: ``nn.Sequential(bpda(defense.trans
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..utils import check_generator, check_model, check_real
 
 __all__ = ["InputQuantization", "RandomResizePad", "quantize"]
 
@@ -33,8 +37,9 @@ def quantize(x: torch.Tensor, levels: int) -> torch.Tensor:
     """round(x (k - 1)) / (k - 1) with k = ``levels``: every value in [0,1] to the nearest of k evenly
     spaced levels 0, 1/(k-1), ..., 1. ``torch.round`` has derivative zero, so the result carries an exactly
     zero gradient with respect to ``x`` (Athalye et al. 2018, Sec. 3.1: shattered gradients)."""
-    if isinstance(levels, bool) or int(levels) != levels or levels < 2:
-        raise ValueError(f"levels must be a whole number >= 2, got {levels!r}")
+    if isinstance(levels, bool) or not isinstance(levels, numbers.Real) or not float(levels).is_integer() \
+            or levels < 2:
+        raise ValueError(f"levels must be a whole number >= 2 (the number of grey levels kept), got {levels!r}")
     k = int(levels) - 1
     return torch.round(x * k) / k
 
@@ -58,6 +63,7 @@ class InputQuantization(nn.Module):
 
     def __init__(self, model: nn.Module, levels: int = 16):
         super().__init__()
+        check_model(model)
         quantize(torch.zeros(1), levels)  # checks levels
         self.model = model
         self.levels = int(levels)
@@ -93,10 +99,9 @@ class RandomResizePad(nn.Module):
 
     def __init__(self, model: nn.Module, min_scale: float = 0.8, generator: torch.Generator | None = None):
         super().__init__()
-        if not 0 < min_scale <= 1:
-            raise ValueError(f"min_scale must lie in (0, 1], got {min_scale}")
-        if generator is not None and (not isinstance(generator, torch.Generator) or generator.device.type != "cpu"):
-            raise ValueError(f"generator must be a CPU torch.Generator, got {generator!r}")
+        check_model(model)
+        min_scale = check_real("min_scale", min_scale, strict=True, high=1.0)
+        check_generator(generator)
         self.model = model
         self.min_scale = float(min_scale)
         self.generator = generator
@@ -104,6 +109,9 @@ class RandomResizePad(nn.Module):
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         """The input transform alone: each image shrunk by s ~ U[min_scale, 1] and placed at a uniformly
         random position in its frame, zeros around it (three uniforms per image, drawn on the CPU)."""
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim != 4:
+            got = f"shape {tuple(x.shape)} of {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"RandomResizePad takes a floating-point batch of images (N, C, H, W), got {got}")
         n = len(x)
         u = torch.rand((n, 3), generator=self.generator, dtype=torch.float64).to(x.device, x.dtype)
         scale = self.min_scale + (1 - self.min_scale) * u[:, 0]

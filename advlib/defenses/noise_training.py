@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .. import config, train
+from ..utils import check_examples, check_model, check_real
 
 __all__ = ["gaussian_noise_training"]
 
@@ -31,11 +32,18 @@ def gaussian_noise_training(model: nn.Module, x: torch.Tensor, y: torch.Tensor, 
     The noise comes from a generator on the training device seeded by ``seed`` (as does the batch order),
     so a run repeats exactly on the same machine. Returns the :class:`~advlib.train.History` and leaves
     the model in eval mode, as ``fit`` does.
+
+    ``x`` and ``y`` are checked as ``fit`` checks them (finite images in [0,1], 1-D labels of the same
+    length inside the model's classes; the noisy copies leave [0,1] by design), and before them ``sigma``:
+    a finite number > 0.
     """
-    if not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma < 0:
-        raise ValueError(f"sigma (the noise's standard deviation) must be a finite number > 0, got {sigma!r}")
-    if sigma == 0:
-        raise ValueError("sigma must be > 0 for noise training (sigma = 0 is standard training: use train.fit)")
+    check_model(model)
+    check_examples(x, y)
+    name = "sigma (the noise's standard deviation)"
+    sigma = check_real(name, sigma, low=-math.inf)
+    if sigma <= 0:
+        raise ValueError(f"{name} must be > 0 for noise training, got {sigma:g}"
+                         + ("; sigma = 0 is standard training: use train.fit" if sigma == 0 else ""))
     device = config.device() if device is None else torch.device(device)
     generator = torch.Generator(device=device).manual_seed(seed)
 
