@@ -291,11 +291,11 @@ def test_staging_interrupted_at_first_rename_leaves_nothing(tmp_path, debian_sou
 
     def interrupted(src, dst):
         renames.append(dst)
-        raise KeyboardInterrupt
+        raise KeyboardInterrupt("interrupted by the test")
 
     with monkeypatch.context() as m:
         m.setattr(data.os, "replace", interrupted)
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt, match="interrupted by the test"):
             data._stage_fashion_mnist(debian_source, root)
     assert len(renames) == 1  # the interruption came when the first verified file was to be moved
     assert listing(raw_folder(root)) == []
@@ -322,12 +322,12 @@ def test_staging_interrupted_midway_keeps_only_verified_files(tmp_path, debian_s
     def third_interrupted(src, dst):
         renames.append(dst)
         if len(renames) == 3:
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt("interrupted by the test")
         real_replace(src, dst)
 
     with monkeypatch.context() as m:
         m.setattr(data.os, "replace", third_interrupted)
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt, match="interrupted by the test"):
             data._stage_fashion_mnist(debian_source, root)
     assert len(listing(raw_folder(root))) == 2
     assert_only_verified_files(root)
@@ -345,7 +345,7 @@ class _InterruptedReader:
     def read(self, size=-1):
         self.reads += 1
         if self.reads > 1:
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt("interrupted by the test")
         return self.file.read(size)
 
     def __enter__(self):
@@ -364,7 +364,7 @@ def test_staging_interrupted_while_copying_leaves_nothing(tmp_path, fashion_raw,
     real_open = gzip.open
     monkeypatch.setattr(data.gzip, "open", lambda *a, **k: _InterruptedReader(real_open(*a, **k)))
     root = tmp_path / "root"
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="interrupted by the test"):
         data._stage_fashion_mnist(source, root)
     assert listing(raw_folder(root)) == []  # neither the target nor a partial temporary file
 

@@ -97,7 +97,7 @@ def test_bpda_backward_is_the_approximations_gradient(trained):
     attacked = nn.Sequential(bpda(partial(quantize, levels=8), approximation=torch.sin), model)
     upstream = input_grad(model, quantize(x, 8), y[:10])
     assert torch.allclose(input_grad(attacked, x, y[:10]), torch.cos(x) * upstream, atol=1e-7)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="transform must be callable, got str"):
         bpda("not a transform")
 
 
@@ -134,8 +134,9 @@ def test_eot_gradient_is_the_mean_of_the_draws_gradients(trained):
         assert torch.allclose(eot(RandomScale(model, seeded(3)), k)(x), logits.mean(0), atol=1e-6)
         probs = eot(RandomScale(model, seeded(3)), k, average="probs")(x)
         assert torch.allclose(probs.exp(), logits.softmax(-1).mean(0), atol=1e-6)
-    for bad in ({"samples": 0}, {"average": "median"}):
-        with pytest.raises(ValueError):
+    for bad, match in (({"samples": 0}, "samples must be a whole number >= 1"), ({"average": "median"},
+                                                                                 "unknown average 'median'")):
+        with pytest.raises(ValueError, match=match):
             eot(model, **bad)
 
 

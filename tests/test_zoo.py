@@ -153,13 +153,13 @@ def test_get_leaves_the_global_random_state_alone_when_loading(env):
 
 def interrupted_save(obj, f, *args, **kwargs):
     f.write(b"PK\x03\x04 half a checkpoint")
-    raise KeyboardInterrupt
+    raise KeyboardInterrupt("interrupted by the test")
 
 
 def test_interrupted_write_leaves_no_file(env, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(zoo.torch, "save", interrupted_save)
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt, match="interrupted by the test"):
             zoo.get("tiny")
     assert listing(env.zoo) == []  # neither the final file nor the temporary one
     zoo.get("tiny")  # the next call trains and writes a good file
@@ -173,7 +173,7 @@ def test_interrupted_rewrite_keeps_the_good_file(env, monkeypatch):
     blob = file.read_bytes()
     with monkeypatch.context() as m:
         m.setattr(zoo.torch, "save", interrupted_save)
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt, match="interrupted by the test"):
             zoo.get("tiny", retrain=True)
     assert file.read_bytes() == blob
     assert listing(env.zoo) == [file.name]

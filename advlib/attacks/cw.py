@@ -422,7 +422,7 @@ def cw_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, targeted: boo
     return _run(model, x, y, search, targeted=targeted, kappa=kappa, steps=steps, lr=lr, abort_early=abort_early)
 
 
-@core.attack(positive=("c", "c_max", "lr", "shrink"))
+@core.attack(positive=("c", "c_max", "lr"))
 def cw_l0(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, targeted: bool = False, kappa: float = 0.0,
           c: float = 1e-3, c_max: float = 2e6, steps: int = 1000, lr: float = 1e-2, shrink: float = 0.1,
           abort_early: bool = True) -> torch.Tensor:
@@ -452,7 +452,7 @@ def cw_l0(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, targeted: bool 
     Returns a detached tensor in [0,1] on ``x``'s device: per example the last success (its pixels outside
     the allowed set it was found on are exactly x's), and ``x`` unchanged where none was found.
     """
-    if shrink > 1:
+    if not 0 < shrink <= 1:
         raise ValueError(f"shrink is the fraction of the allowed pixels removed per round, in (0, 1]; got {shrink}")
     if c >= c_max:
         raise ValueError(f"c (the first constant) must be below c_max, got c={c} and c_max={c_max}")
