@@ -255,7 +255,8 @@ def pgd_rows(entry: dict) -> list[list[str]]:
              milliseconds(r.get("limit_ms")), milliseconds(r.get("ours_ms_per_step")),
              milliseconds(r.get("ours_last_ms_per_step")), milliseconds(r.get("torchattacks_ms_per_step")),
              ratio(r.get("ours_over_limit")), ratio(r.get("ours_last_over_limit")),
-             ratio(r.get("ours_over_torchattacks")), ratio(r.get("ours_last_over_torchattacks"))]
+             ratio(r.get("ours_over_torchattacks")), ratio(r.get("ours_last_over_torchattacks")),
+             percent(r.get("contract_share_of_steps"))]
             for r in entry.get("rows", [])]
 
 
@@ -376,10 +377,14 @@ BENCHMARKS = (
         "Time per step of `advlib.attacks.pgd` (L∞, random start; its whole run divided by its steps, so the random "
         "start, the best-iterate bookkeeping and the final evaluation are charged to the steps), of the same with "
         "`keep=\"last\"` (the last iterate, as torchattacks returns it), and of torchattacks' `PGD`, against the "
-        "limit: one forward and backward pass of the model to its input at a point PGD visits.",
+        "limit: one forward and backward pass of the model to its input at a point PGD visits. The last column is "
+        "the cost of the contract every attack goes through (`advlib.attacks.core`: argument checks, eval mode, "
+        "device moves, the final clamp), measured on an attack whose algorithm returns at once, as a share of the "
+        "limit of the call's steps.",
         "attacks", ("benchmarks", "pgd"),
         ["model", "budget", "batch", "limit (ms)", "ours (ms/step)", "ours, last iterate (ms/step)",
-         "torchattacks (ms/step)", "ours/limit", "last/limit", "ours/torchattacks", "last/torchattacks"],
+         "torchattacks (ms/step)", "ours/limit", "last/limit", "ours/torchattacks", "last/torchattacks",
+         "contract"],
         pgd_rows),
     Benchmark(
         "Carlini-Wagner L2 against Foolbox",

@@ -87,7 +87,8 @@ def chapter_section(stem: str, title: str, runs: dict[str, list[dict]]) -> str:
             note = f" Note: {record['note']}." if record.get("note") else ""
             if record.get("code_changed_since"):  # kept, not re-run, after a change that should not move its numbers
                 changed = record["code_changed_since"]
-                note += f" The chapter's code has changed since this run (after commit {changed['commit']}: {changed['why']})."
+                note += (f" The chapter's code has changed since this run (after commit {changed['commit']}: "
+                         f"{changed['why']}).")
             parts.append(f"**{heading}**: {hardware_line(hardware)}; run on {hardware['date'][:10]}, "
                          f"{duration(record['seconds'])} (`{run['file']}`).{note}")
             parts.extend(outputs_markdown(table["outputs"]) for table in record["tables"])
