@@ -218,6 +218,13 @@ def test_bad_steps_raise(name, steps, match):
         run(name, steps=steps)
 
 
+def test_whole_float_counts_run_as_ints_and_a_tensor_eps_as_a_float():
+    x, y = batch()
+    model = Counting()
+    expected = pgd(model, x, y, eps=0.1, steps=3, generator=seeded())
+    assert torch.equal(pgd(model, x, y, eps=torch.tensor(0.1), steps=3.0, generator=seeded()), expected)
+
+
 @pytest.mark.parametrize("name", sorted(ATTACKS))
 def test_bad_generator_and_flags_raise(name):
     with pytest.raises(TypeError, match="targeted must be True or False"):

@@ -85,7 +85,7 @@ def attack(ball: str | None = None, *, reals: tuple[str, ...] = (), positive: tu
             arguments.apply_defaults()
             options = dict(arguments.arguments)
             del options["model"], options["x"], options["y"]
-            _check(model, x, y, options, reals, positive, counts)
+            options = _check(model, x, y, options, reals, positive, counts)
             eps = options.get("eps")
             if len(x) == 0 or eps == 0:
                 return x.detach().clone()
@@ -113,21 +113,23 @@ def attack(ball: str | None = None, *, reals: tuple[str, ...] = (), positive: tu
     return decorate
 
 
-def _check(model, x, y, options: dict, reals, positive, counts) -> None:
-    """The contract's checks of one call (see :func:`attack`)."""
+def _check(model, x, y, options: dict, reals, positive, counts) -> dict:
+    """The contract's checks of one call (see :func:`attack`); the options with numbers as plain floats and
+    counts as ints (``steps=40.0`` runs as 40 steps)."""
     utils.check_model(model)
     utils.check_images(x)
     utils.check_model(model, x)
     utils.check_labels(y, len(x))
+    options = dict(options)
     for name, value in options.items():
         if name in REALS or name in reals:
             if value is not None:
-                utils.check_real(name, value)
+                options[name] = utils.check_real(name, value)
         elif name in positive:
-            utils.check_real(name, value, strict=True)
+            options[name] = utils.check_real(name, value, strict=True)
         elif name in counts:
             if value is not None:
-                utils.check_count(name, value, low=counts[name])
+                options[name] = utils.check_count(name, value, low=counts[name])
         elif name == "norm":
             utils.check_choice("norm", value, NORMS)
         elif name == "loss":
@@ -136,6 +138,7 @@ def _check(model, x, y, options: dict, reals, positive, counts) -> None:
             utils.check_generator(value)
         elif name == "targeted" and not isinstance(value, bool):
             raise TypeError(f"targeted must be True or False, got {value!r}")
+    return options
 
 
 def _label_check(y: torch.Tensor):
