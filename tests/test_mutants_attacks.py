@@ -555,3 +555,18 @@ def test_targeted_pgd_keeps_a_success_over_a_higher_loss():
         assert (model(x_adv).argmax(1) == 0).all()  # every example keeps a start classified as the target
         higher = -F.cross_entropy(model(torch.full((1, 1, 1, 1), 0.9)), t[:1])  # a failing point's higher loss
         assert (-F.cross_entropy(model(x_adv), t, reduction="none") < higher).all()
+
+
+def test_a_seeded_rotating_patch_repeats_and_the_seed_matters():
+    """Every random choice of the patch (its start, the shuffles, the positions and the turns) comes from
+    ``generator``: the same seed gives the same patch, another seed another. Kills: turns drawn from torch's
+    global generator instead of ``generator``."""
+    torch.manual_seed(123)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(36, 10))
+    x = torch.rand(32, 1, 6, 6, generator=seeded(2))
+    y = torch.randint(0, 10, (32,), generator=seeded(3))
+    runs = []
+    for seed, global_seed in ((0, 1), (0, 2), (1, 1)):
+        torch.manual_seed(global_seed)  # the global generator must not matter
+        runs.append(patch(model, x, y, size=3, epochs=2, batch_size=8, rotate=True, generator=seeded(seed)))
+    assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])

@@ -486,3 +486,20 @@ def test_a_model_without_a_vector_of_logits_is_refused():
         for method in METHODS.values():
             with pytest.raises(TypeError, match="vector of logits"):
                 method(model, x, y, 0.1, (0.0, 1.0))
+
+
+def test_margin_bounds_passes_the_box_on_to_crown_ibp():
+    """margin_bounds(method="crown-ibp", box=None) bounds over the plain ball, which is larger than the ball
+    cut by [0,1] near the edges of the box: the bounds are lower (never higher) and equal to crown_ibp_bounds
+    with the same box. Kills: the box dropped or replaced on the way to CROWN-IBP."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+    x = torch.tensor([[0.0, 0.02, 0.99, 1.0], [0.5, 0.01, 0.3, 0.97]]).view(2, 1, 2, 2)
+    y = torch.tensor([0, 2])
+    with torch.no_grad():
+        plain = certify.margin_bounds(model, x, y, 0.1, method="crown-ibp", box=None)
+        boxed = certify.margin_bounds(model, x, y, 0.1, method="crown-ibp", box=(0.0, 1.0))
+        assert torch.allclose(plain, certify.crown_ibp_bounds(model, x, y, 0.1, box=None), atol=1e-6)
+        assert torch.allclose(boxed, certify.crown_ibp_bounds(model, x, y, 0.1, box=(0.0, 1.0)), atol=1e-6)
+    others = torch.ones_like(plain, dtype=torch.bool).scatter(1, y[:, None], False)
+    assert (plain[others] <= boxed[others] + 1e-6).all() and (plain[others] < boxed[others] - 1e-4).any()
