@@ -570,3 +570,130 @@ def test_a_seeded_rotating_patch_repeats_and_the_seed_matters():
         torch.manual_seed(global_seed)  # the global generator must not matter
         runs.append(patch(model, x, y, size=3, epochs=2, batch_size=8, rotate=True, generator=seeded(seed)))
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
+
+
+# --- patch.py, second pass: validation, the documented defaults, the extreme sizes and targets ---------
+
+def test_apply_patch_refuses_integer_images_or_patches_images_above_one_and_boolean_corners():
+    """apply_patch's documented refusals, each on its own: integer images, an integer patch, images above 1
+    (but below 2), boolean corners. Kills: an `and` for an `or` in the type checks, a bound of 2 for 1."""
+    from advlib.attacks.patch import apply_patch
+    x, p = torch.rand(2, 1, 4, 4, generator=seeded(1)), torch.rand(1, 2, 2, generator=seeded(0))
+    with pytest.raises(ValueError, match="^x must be a floating-point batch of images"):
+        apply_patch(torch.zeros(2, 1, 4, 4, dtype=torch.long), p, at=(0, 0))
+    with pytest.raises(ValueError, match="^patch must be a floating-point tensor"):
+        apply_patch(x, torch.ones(1, 2, 2, dtype=torch.long), at=(0, 0))
+    with pytest.raises(ValueError, match=r"^images must lie in \[0, 1\]"):
+        apply_patch(torch.full((2, 1, 4, 4), 1.5), p, at=(0, 0))
+    with pytest.raises(ValueError, match="^at must hold integer"):
+        apply_patch(x, p, at=torch.tensor([True, False]))
+
+
+class SizeRecorder(nn.Module):
+    """A linear model on 10x10 images that keeps the size of every batch it sees."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = nn.Linear(100, 3)
+        self.sizes: list[int] = []
+
+    def forward(self, x):
+        self.sizes.append(len(x))
+        return self.linear(x.flatten(1))
+
+
+def test_patch_defaults_are_the_documented_ones():
+    """size=8, epochs=5, batch_size=128, lr=0.05: five passes of mini-batches of 128 over 300 images, an 8x8
+    patch; Adam's first step moves every pixel with a gradient by lr (m/sqrt(v) = sign(g)), so one step from
+    the uniform start moves each unclamped pixel by 0.05. Kills: any changed default."""
+    model = SizeRecorder()
+    x = torch.rand(300, 1, 10, 10, generator=seeded(1))
+    y = torch.randint(0, 3, (300,), generator=seeded(2))
+    p = patch(model, x, y, generator=seeded(0))
+    assert p.shape == (1, 8, 8)
+    assert model.sizes[1:] == [128, 128, 44] * 5
+    start = patch(model, x[:100], y[:100], epochs=0, generator=seeded(0))
+    model.sizes.clear()
+    one = patch(model, x[:100], y[:100], epochs=1, generator=seeded(0))
+    assert model.sizes[1:] == [100]  # one step: 100 images fit in one default batch
+    inside = (one > 0) & (one < 1)
+    assert inside.sum() > 32
+    assert torch.allclose((one - start)[inside].abs(), torch.full((int(inside.sum()),), 0.05), atol=1e-4)
+
+
+def test_patch_accepts_size_one_the_whole_image_and_target_zero():
+    """The documented ranges are closed: size in [1, min(H, W)], target in [0, number of logits). Kills:
+    a bound of 2 for 1, a strict comparison for <= at either end, a target range starting at 1."""
+    model = Recorder()
+    x = torch.rand(8, 1, 6, 6, generator=seeded(1))
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    assert patch(model, x, y, size=1, epochs=1, generator=seeded(0)).shape == (1, 1, 1)
+    assert patch(model, x, y, size=6, epochs=1, generator=seeded(0)).shape == (1, 6, 6)
+    model.seen.clear()
+    assert patch(model, x, y, size=2, epochs=1, target=0, generator=seeded(0)).shape == (1, 2, 2)
+    assert [len(b) for b in model.seen[1:]] == [5]  # the 3 images of class 0 left out
+
+
+def test_patch_checks_the_images_dtype_against_the_model_and_the_generator():
+    """Its arguments go through the shared validators: float64 images for a float32 model and a generator
+    that is not a torch.Generator are refused up front with their own messages. Kills: the dtype check
+    dropped (check_model without x), the generator check dropped."""
+    model = Recorder()
+    y = torch.zeros(4, dtype=torch.long)
+    with pytest.raises(TypeError, match="the model's parameters are torch.float32 but the images are torch.float64"):
+        patch(model, torch.rand(4, 1, 6, 6, dtype=torch.float64), y, size=2, epochs=1)
+    with pytest.raises(TypeError, match="generator must be None or a CPU torch.Generator"):
+        patch(model, torch.rand(4, 1, 6, 6), y, size=2, epochs=1, generator=123)
+
+
+def test_patch_in_double_precision_is_a_double_patch():
+    """The patch has the images' dtype (the docstring: (C, size, size) like x): float64 images and model give
+    a float64 patch. Kills: the uniform start drawn in torch's default float32."""
+    model = Recorder().double()
+    x = torch.rand(8, 1, 6, 6, generator=seeded(1), dtype=torch.float64)
+    y = torch.zeros(8, dtype=torch.long)
+    for epochs in (0, 1):
+        p = patch(model, x, y, size=3, epochs=epochs, generator=seeded(0))
+        assert p.dtype == torch.float64 and p.shape == (1, 3, 3)
+
+
+def test_patch_on_colour_images_is_a_colour_patch():
+    """A patch has the images' channels (C, size, size): on 3-channel images it is an RGB patch, with and
+    without turns. Kills: the patch expanded to one channel per image."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 6 * 6, 3))
+    x = torch.rand(8, 3, 6, 6, generator=seeded(1))
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    for rotate in (False, True):
+        p = patch(model, x, y, size=3, epochs=1, batch_size=4, rotate=rotate, generator=seeded(0))
+        assert p.shape == (3, 3, 3) and p.min() >= 0 and p.max() <= 1
+
+
+@pytest.mark.parametrize("n", [2.0, True])
+def test_random_positions_refuses_a_count_that_is_not_a_whole_number(n):
+    """n must be an int (not a bool, not a float that happens to be whole). Kills: an `and` for an `or` in
+    the type check (a float reached torch.rand, a bool drew one position)."""
+    from advlib.attacks.patch import random_positions
+    with pytest.raises(ValueError, match="^n must be a whole number >= 0, got "):
+        random_positions(n, 28, 8)
+
+
+@pytest.mark.parametrize("size", [(2.5, 3), (True, 3), (3, 2.0)])
+def test_random_positions_refuses_a_pair_that_is_not_two_ints(size):
+    """size (and image_size) is an int or a pair of ints; a float or a bool inside a pair is refused. Kills:
+    an `or` for the `and` in the pair's element check."""
+    from advlib.attacks.patch import random_positions
+    with pytest.raises(ValueError, match="^size must be an int or a pair of ints, got "):
+        random_positions(5, 28, size)
+
+
+def test_apply_patch_writes_a_float32_patch_into_float64_images():
+    """The result is a copy of x (its dtype) with the patch's values written in, whatever the patch's own
+    floating dtype. Kills: the patch not converted to the images' dtype before the indexed assignment."""
+    from advlib.attacks.patch import apply_patch
+    x = torch.rand(3, 1, 5, 5, generator=seeded(1), dtype=torch.float64)
+    p = torch.rand(1, 2, 2, generator=seeded(2))
+    out = apply_patch(x, p, at=(1, 2))
+    assert out.dtype == torch.float64
+    assert torch.equal(out[:, :, 1:3, 2:4], p.double().expand(3, -1, -1, -1))
