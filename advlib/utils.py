@@ -109,6 +109,20 @@ def check_classes(y: torch.Tensor, num_classes: int, name: str = "y") -> None:
                          f"got labels in [{y.min().item()}, {y.max().item()}]")
 
 
+def label_hook(y: torch.Tensor):
+    """A forward hook (``model.register_forward_hook(label_hook(y))``) that checks, on the first output the
+    model computes, that it returns logits (N, K) and that every label of ``y`` names one of the K classes:
+    the labels are checked against the model without a forward pass of their own (later calls cost one list
+    test)."""
+    checked = []
+
+    def hook(module, inputs, output):
+        if not checked:
+            checked.append(True)
+            check_classes(y, check_logits(output))
+    return hook
+
+
 def check_logits(logits: torch.Tensor, n: int | None = None) -> int:
     """The number of classes of a model's output, after a ``TypeError`` unless it is logits shaped (N, K),
     K >= 2."""

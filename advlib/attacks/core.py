@@ -91,7 +91,7 @@ def attack(ball: str | None = None, *, reals: tuple[str, ...] = (), positive: tu
                 return x.detach().clone()
             device = model_device(model)
             x_dev, y_dev = x.detach().to(device), y.detach().to(device)
-            hook = model.register_forward_hook(_label_check(y_dev))
+            hook = model.register_forward_hook(utils.label_hook(y_dev))
             try:
                 with eval_mode(model), torch.enable_grad():
                     x_adv = body(model, x_dev, y_dev, **options)
@@ -139,18 +139,6 @@ def _check(model, x, y, options: dict, reals, positive, counts) -> dict:
         elif name == "targeted" and not isinstance(value, bool):
             raise TypeError(f"targeted must be True or False, got {value!r}")
     return options
-
-
-def _label_check(y: torch.Tensor):
-    """A forward hook that checks, on the first output the attack computes, that the model returns logits
-    (N, K) and that every label of ``y`` names one of the K classes (later calls cost one list test)."""
-    checked = []
-
-    def hook(module, inputs, output):
-        if not checked:
-            checked.append(True)
-            utils.check_classes(y, utils.check_logits(output))
-    return hook
 
 
 def margin(logits: torch.Tensor, y: torch.Tensor, *, targeted: bool = False, kappa: float = 0.0) -> torch.Tensor:

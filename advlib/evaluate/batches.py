@@ -23,6 +23,7 @@ from ..utils import (
     check_model,
     check_real,
     eval_mode,
+    label_hook,
     model_device,
     progress,
 )
@@ -112,15 +113,8 @@ def attack_batches(attack: Callable, model: nn.Module, x: torch.Tensor, y: torch
     check_examples(x, y, batch_size, allow_empty=True)
     if len(x) == 0:
         return x.detach().clone()
-    checked = []
-
-    def check_labels_once(module, inputs, output):
-        if not checked:
-            checked.append(True)
-            check_classes(y, check_logits(output))
-
     device = model_device(model)
-    hook = model.register_forward_hook(check_labels_once)
+    hook = model.register_forward_hook(label_hook(y))
     try:
         starts = range(0, len(x), batch_size)
         adversarial = []
