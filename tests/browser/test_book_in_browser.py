@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 from repository import book_config, book_pages
+from screenshots import full_page
 
 ROOT = Path(__file__).resolve().parents[2]
 HTML = ROOT / "_build" / "html"
@@ -144,6 +145,29 @@ def test_chapter_shows_every_figure_its_code_made(browser, site, chapter):
     made = _image_outputs(executed)
     assert made > 0, f"{chapter} draws no figure"
     assert len(shown) == made, f"{chapter}: the code made {made} figures, the page shows {len(shown)}"
+
+
+CHECK_CELLS = {chapter: sum(1 for cell in json.loads((ROOT / f"{chapter}.ipynb").read_text())["cells"]
+                            if cell["cell_type"] == "code" and cell["metadata"].get("mystnb", {})
+                            .get("code_prompt_show", "").startswith("Checked: "))
+               for chapter in CHAPTERS}
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_tables_are_tables_and_checks_are_folded(browser, site, chapter):
+    """A table from viz.table is an HTML table on the page; each check cell is one folded box labelled with
+    its claim (closed until the reader opens it). The whole page is kept as a screenshot."""
+    _open(browser, site, chapter)
+    full_page(browser, SCREENSHOTS / f"{chapter.replace('/', '__')}__full.png")
+    if "viz.table(" in (ROOT / f"{chapter}.ipynb").read_text():
+        cells = browser.find_elements("css selector", ".cell_output .advlib-table table td")
+        assert cells, f"{chapter} calls viz.table but shows no HTML table"
+    boxes = browser.execute_script(
+        "return Array.from(document.querySelectorAll('details')).filter(d => d.querySelector('summary') && "
+        "d.querySelector('summary').innerText.includes('Checked: ')).map(d => d.open);")
+    assert len(boxes) == CHECK_CELLS[chapter], \
+        f"{chapter}: {CHECK_CELLS[chapter]} check cells, {len(boxes)} labelled boxes on the page"
+    assert not any(boxes), f"{chapter}: a check box is open before the reader opens it"
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)
