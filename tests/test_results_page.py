@@ -59,7 +59,8 @@ def test_the_recorded_runs_cover_every_table_chapter_at_its_current_code():
         tagged = [i for i, cell in enumerate(json.loads(path.read_text())["cells"])
                   if reproduce.TAG in cell.get("metadata", {}).get("tags", [])]
         for record in records:
-            assert [table["cell"] for table in record["tables"]] == tagged, path.stem
+            if not record.get("code_changed_since"):  # a record kept after a change may hold the old cells' places
+                assert [table["cell"] for table in record["tables"]] == tagged, path.stem
             assert all(table["outputs"] for table in record["tables"]), f"{path.stem}: a tagged cell printed nothing"
             if record["source_sha256"] != reproduce.source_hash(path):
                 changed = record.get("code_changed_since")
