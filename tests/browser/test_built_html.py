@@ -24,7 +24,9 @@ if not (HTML / "index.html").exists():
     pytest.skip("the book is not built (make book)", allow_module_level=True)
 
 PAGES = book_pages()
-RAW_TABLE = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)+\|?\s*$", re.M)
+# a Markdown table's rule line left as text; Sphinx's smart quotes turn its "---" into an em dash
+RULE_CELL = r"\s*:?(?:-{3,}|—|–)\s*:?\s*"
+RAW_TABLE = re.compile(rf"^\s*\|?{RULE_CELL}(?:\|{RULE_CELL})+\|?\s*$", re.M)
 RAW_TEX = re.compile(r"\\(frac|varepsilon|epsilon|delta|sigma|mathbb|mathrm|lVert|rVert|nabla|sum|le|ge|in|"
                      r"operatorname|text|left|right|cdot|Phi|alpha|lambda|max|min|log)(?![a-zA-Z])|\$\$|\\\(|\\\[")
 INLINE_DOLLARS = re.compile(r"(?<![\w$])\$[^\s$][^$\n]{0,80}?\$(?![\w$])")
