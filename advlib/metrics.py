@@ -37,7 +37,7 @@ from .utils import (
 )
 
 __all__ = ["accuracy", "attack_success_rate", "confidence_interval", "correct", "l0_norm", "l2_norm", "linf_norm",
-           "perturbation_norms", "predict"]
+           "outcome_counts", "perturbation_norms", "predict"]
 
 
 def _num_classes(logits: torch.Tensor, n: int) -> int:
@@ -105,16 +105,32 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return correct(model, x, y, batch_size).float().mean().item()
 
 
-def confidence_interval(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:
+def outcome_counts(successes, trials: int | None = None) -> tuple[int, int]:
+    """``(successes, trials)`` from a count and its number of trials, or from a 1-D boolean (or 0/1) tensor of
+    per-example outcomes (its sum and its length)."""
+    if isinstance(successes, torch.Tensor):
+        if trials is not None:
+            raise TypeError("pass a tensor of per-example outcomes alone: trials is its length")
+        if successes.ndim != 1:
+            raise ValueError(f"per-example outcomes must be a 1-D tensor, got shape {tuple(successes.shape)}")
+        return int(successes.bool().sum()), len(successes)
+    if trials is None:
+        raise TypeError("give the number of trials with the number of successes, or a tensor of outcomes")
+    return successes, trials
+
+
+def confidence_interval(successes, trials: int | None = None, level: float = 0.95) -> tuple[float, float]:
     """The exact two-sided ``level`` confidence interval of Clopper and Pearson (1934) for a rate measured as
     ``successes`` of ``trials`` (an accuracy, an error, a success rate): [B(alpha/2; k, n - k + 1),
     B(1 - alpha/2; k + 1, n - k + 1)] with alpha = 1 - level, B(q; a, b) the q quantile of Beta(a, b), and the
-    bounds 0 at k = 0 and 1 at k = n.
+    bounds 0 at k = 0 and 1 at k = n. ``successes`` may instead be a 1-D boolean tensor of per-example outcomes
+    (:func:`outcome_counts`).
 
     Both ends come from the one-sided bound :func:`advlib.smoothing.clopper_pearson_lower` (Cohen et al.
     2019's ``LowerConfBound``): the lower end at alpha/2, the upper end by symmetry, one minus the lower
     bound of the failures. The interval covers the true rate with probability at least ``level``.
     """
+    successes, trials = outcome_counts(successes, trials)
     trials = check_count("trials", trials, low=1)
     successes = check_count("successes", successes)
     if successes > trials:

@@ -321,3 +321,19 @@ def test_confidence_interval_refuses_bad_counts():
         metrics.confidence_interval(3, 10, level=float("nan"))
     with pytest.raises(ValueError, match=r"level must lie in \(0, 1\]"):
         metrics.confidence_interval(3, 10, level=95)
+
+
+def test_confidence_interval_of_per_example_outcomes():
+    """A boolean (or 0/1) tensor of outcomes gives the interval of its sum out of its length."""
+    outcomes = torch.tensor([True, False, True, True, False, True, True])
+    assert metrics.confidence_interval(outcomes) == metrics.confidence_interval(5, 7)
+    assert metrics.confidence_interval(outcomes.long(), level=0.9) == metrics.confidence_interval(5, 7, level=0.9)
+    assert metrics.outcome_counts(outcomes) == (5, 7)
+    with pytest.raises(TypeError, match="tensor of per-example outcomes alone"):
+        metrics.confidence_interval(outcomes, 7)
+    with pytest.raises(ValueError, match="1-D tensor"):
+        metrics.confidence_interval(outcomes.view(1, -1))
+    with pytest.raises(ValueError, match="trials must be a whole number >= 1, got 0"):
+        metrics.confidence_interval(torch.zeros(0, dtype=torch.bool))
+    with pytest.raises(TypeError, match="give the number of trials"):
+        metrics.confidence_interval(5)

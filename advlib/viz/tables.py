@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..metrics import confidence_interval
+from ..metrics import confidence_interval, outcome_counts
 
 INTERVAL_BELOW = 1000  # a rate measured on fewer examples than this is written with its 95% interval
 
@@ -153,16 +153,8 @@ def rate(successes, trials: int | None = None, *, digits: int = 1) -> str:
     ``successes`` is a count with ``trials``, or a boolean (or 0/1) tensor of per-example outcomes, whose
     sum and length are used.
     """
-    if isinstance(successes, torch.Tensor):
-        if trials is not None:
-            raise TypeError("rate(mask) takes a tensor of per-example outcomes alone; trials is its length")
-        if successes.ndim != 1:
-            raise ValueError(f"rate(mask) needs a 1-D tensor of per-example outcomes, got shape "
-                             f"{tuple(successes.shape)}")
-        trials, successes = len(successes), int(successes.bool().sum())
-    elif trials is None:
-        raise TypeError("rate(successes, trials): give the number of trials, or a tensor of outcomes")
-    low, high = confidence_interval(int(successes), int(trials))
+    successes, trials = outcome_counts(successes, trials)
+    low, high = confidence_interval(successes, trials)
     text = f"{100 * successes / trials:.{digits}f}%"
     if trials < INTERVAL_BELOW:
         text += f" [{100 * low:.{digits}f}, {100 * high:.{digits}f}]"
