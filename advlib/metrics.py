@@ -5,7 +5,8 @@
 - :func:`perturbation_norms` (and :func:`l0_norm`, :func:`l2_norm`, :func:`linf_norm`): the sizes of
   perturbations in the three distances of Carlini and Wagner (2017, Sec. II.D).
 - :func:`attack_success_rate`: the fraction of adversarial examples that reach their goal.
-- :func:`confidence_interval`: the exact (Clopper-Pearson) 95% interval of a rate measured on n examples.
+- :func:`confidence_interval`: the exact (Clopper-Pearson) 95% interval of a rate measured on n examples;
+  :func:`clearly_above`: whether one rate lies above another beyond those intervals.
 
 What runs an attack or a bound over a dataset (robust accuracy, the epsilon-robustness score, the
 transfer matrix, the gradient-masking checks) is in :mod:`advlib.evaluate`.
@@ -36,8 +37,8 @@ from .utils import (
     model_device,
 )
 
-__all__ = ["accuracy", "attack_success_rate", "confidence_interval", "correct", "l0_norm", "l2_norm", "linf_norm",
-           "outcome_counts", "perturbation_norms", "predict"]
+__all__ = ["accuracy", "attack_success_rate", "clearly_above", "confidence_interval", "correct", "l0_norm",
+           "l2_norm", "linf_norm", "outcome_counts", "perturbation_norms", "predict"]
 
 
 def _num_classes(logits: torch.Tensor, n: int) -> int:
@@ -141,6 +142,30 @@ def confidence_interval(successes, trials: int | None = None, level: float = 0.9
     alpha = (1 - level) / 2
     return clopper_pearson_lower(successes, trials, alpha), 1 - clopper_pearson_lower(trials - successes, trials, alpha)
 
+
+
+def clearly_above(rate, other, level: float = 0.95) -> bool:
+    """Whether one measured rate lies above another beyond sampling noise: the lower end of ``rate``'s
+    ``level`` Clopper-Pearson interval (:func:`confidence_interval`) above the upper end of ``other``'s.
+
+    Each of ``rate`` and ``other`` is a 1-D boolean (or 0/1) tensor of per-example outcomes or a pair
+    ``(successes, trials)``. Non-overlapping 95% intervals are a conservative test (stricter than a two-sample
+    test at 5%): what it calls apart is apart; what it does not may still differ. The book compares two
+    rates in words only where this holds, or says that they do not separate.
+    """
+    low = confidence_interval(*_as_counts(rate), level=level)[0]
+    high = confidence_interval(*_as_counts(other), level=level)[1]
+    return low > high
+
+
+def _as_counts(outcomes) -> tuple:
+    """``(successes, trials)`` from a tensor of outcomes or from such a pair, for :func:`clearly_above`."""
+    if isinstance(outcomes, torch.Tensor):
+        return (outcomes,)
+    if isinstance(outcomes, tuple | list) and len(outcomes) == 2:
+        return tuple(outcomes)
+    raise TypeError("expected a 1-D tensor of per-example outcomes or a pair (successes, trials), "
+                    f"got {type(outcomes).__name__}")
 
 # --- perturbation sizes -------------------------------------------------------------------------
 

@@ -162,6 +162,24 @@ def test_examples_wrong_when_clean_are_never_robust():
     assert evaluate.robust_accuracy(FirstPixels(), fix, (x, y)) == pytest.approx(4 / 6)
 
 
+def test_robust_examples_are_per_example_and_their_mean_is_robust_accuracy():
+    """Per example and in order: an attack that breaks only the even examples leaves exactly the odd ones
+    that were right when clean; the mean is robust_accuracy, exactly (k / n)."""
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1])
+    x, y = brightest(labels), labels.clone()
+    y[[3, 4]] = torch.tensor([1, 2])  # an even and an odd example wrong when clean
+    even = torch.arange(len(x)) % 2 == 0
+
+    def break_even(model, xb, yb):
+        return torch.where(even.view(-1, 1, 1, 1), brightest((yb + 1) % 3), xb)
+
+    robust = evaluate.robust_examples(FirstPixels(), break_even, (x, y), batch_size=len(x))
+    assert robust.dtype == torch.bool and robust.shape == (len(x),)
+    assert robust.tolist() == [False, True, False, False, False, True, False, True, False, True, False]
+    accuracy = evaluate.robust_accuracy(FirstPixels(), break_even, (x, y), batch_size=len(x))
+    assert accuracy == 4 / 11
+
+
 def test_batches_reach_the_attack_on_the_models_device_and_attack_sees_every_example(problem):
     model, x, y = problem
     seen = []

@@ -337,3 +337,25 @@ def test_confidence_interval_of_per_example_outcomes():
         metrics.confidence_interval(torch.zeros(0, dtype=torch.bool))
     with pytest.raises(TypeError, match="give the number of trials"):
         metrics.confidence_interval(5)
+
+
+def test_clearly_above_is_intervals_apart():
+    """Apart exactly when the lower end of one 95% interval passes the upper end of the other; outcomes
+    or (successes, trials) alike; never both ways; a rate is never clearly above itself."""
+    for (k, n), (j, m) in [((80, 100), (50, 100)), ((60, 100), (50, 100)), ((9, 10), (1, 10)),
+                           ((700, 1000), (640, 1000)), ((5, 5), (0, 5))]:
+        expected = metrics.confidence_interval(k, n)[0] > metrics.confidence_interval(j, m)[1]
+        assert metrics.clearly_above((k, n), (j, m)) == expected
+        assert not (metrics.clearly_above((k, n), (j, m)) and metrics.clearly_above((j, m), (k, n)))
+        assert not metrics.clearly_above((k, n), (k, n))
+    assert metrics.clearly_above((80, 100), (50, 100)) and not metrics.clearly_above((60, 100), (50, 100))
+    high, low = torch.arange(100) < 80, torch.arange(100) < 50
+    assert metrics.clearly_above(high, low) and not metrics.clearly_above(low, high)
+    assert metrics.clearly_above(high, (50, 100)) and metrics.clearly_above([80, 100], low)
+    # a looser level separates what 95% does not
+    assert not metrics.clearly_above((60, 100), (45, 100))
+    assert metrics.clearly_above((60, 100), (45, 100), level=0.5)
+    with pytest.raises(TypeError, match=r"pair \(successes, trials\)"):
+        metrics.clearly_above(0.8, (50, 100))
+    with pytest.raises(ValueError, match="successes must lie in"):
+        metrics.clearly_above((101, 100), (50, 100))

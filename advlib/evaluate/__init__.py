@@ -1,7 +1,8 @@
 """What runs attacks or bounds over a dataset, in batches on the model's device, with a progress bar.
 
 - :func:`attack_batches`: an attack's adversarial images for a whole dataset, one batch at a time.
-- :func:`robust_accuracy`: accuracy on an attack's outputs (the complement of the adversarial error).
+- :func:`robust_accuracy`: accuracy on an attack's outputs (the complement of the adversarial error);
+  :func:`robust_examples`: the same per example, for intervals and per-example comparisons.
 - :func:`pgd_accuracy`: accuracy under Madry et al.'s PGD, the check adversarial training runs.
 - :func:`accuracy_under_distance`: the accuracy at each budget eps implied by a minimal-perturbation
   attack (Carlini and Wagner's), from the distances of its outputs.
@@ -32,6 +33,7 @@ from .batches import (
     attack_batches,
     pgd_accuracy,
     robust_accuracy,
+    robust_examples,
     robustness_score,
 )
 from .bounds import certified_examples, worst_margins
@@ -39,5 +41,5 @@ from .masking import MaskingChecks, gradient_masking_checks
 from .transfer import TransferMatrix, transfer_matrix
 
 __all__ = ["MaskingChecks", "RobustnessScore", "TransferMatrix", "accuracy_under_distance", "attack_batches",
-           "certified_examples", "gradient_masking_checks", "pgd_accuracy", "robust_accuracy", "robustness_score",
-           "transfer_matrix", "worst_margins"]
+           "certified_examples", "gradient_masking_checks", "pgd_accuracy", "robust_accuracy", "robust_examples",
+           "robustness_score", "transfer_matrix", "worst_margins"]

@@ -126,15 +126,16 @@ def attack_batches(attack: Callable, model: nn.Module, x: torch.Tensor, y: torch
     return torch.cat(adversarial)
 
 
-def robust_accuracy(model: nn.Module, attack: Attack, data, *, batch_size: int = 256,
-                    desc: str = "robust accuracy") -> float:
-    """The fraction of examples the model still classifies correctly after the attack.
+def robust_examples(model: nn.Module, attack: Attack, data, *, batch_size: int = 256,
+                    desc: str = "robust accuracy") -> torch.Tensor:
+    """Per example, whether the model still classifies it correctly after the attack: a 1-D boolean tensor
+    on the CPU, in the order of ``data``; its mean is :func:`robust_accuracy`, and it is what
+    :func:`advlib.metrics.confidence_interval` and :func:`advlib.metrics.clearly_above` take.
 
     An example counts as robust when the model is right on the clean image *and* on the attacked one
     ``attack(model, x, y)``, so an example misclassified clean is never robust, and the identity attack
-    gives the clean :func:`advlib.metrics.accuracy`. For an eps-bounded attack this is the empirical
-    robust accuracy of Madry et al. (2018): one minus the adversarial error, an upper bound on the
-    accuracy under every attack in that eps-ball.
+    gives the clean :func:`advlib.metrics.correct`. For an eps-bounded attack this is the empirical
+    robustness of Madry et al. (2018): an upper bound on robustness to every attack in that eps-ball.
 
     ``data`` is a DataLoader (any iterable of ``(x, y)`` batches) or an ``(x, y)`` pair of tensors,
     attacked ``batch_size`` examples at a time. Each batch is moved to the model's device; a tqdm bar
@@ -143,14 +144,20 @@ def robust_accuracy(model: nn.Module, attack: Attack, data, *, batch_size: int =
     """
     check_model(model)
     _check_attack(attack)
-    robust, seen = 0, 0
-    for x, y, clean in _judged_batches(model, data, batch_size, desc):
-        attacked = _correct(model, _attacked(attack, model, x, y), y)
-        robust += int((clean & attacked).sum())
-        seen += len(y)
-    if seen == 0:
+    robust = [(clean & _correct(model, _attacked(attack, model, x, y), y)).cpu()
+              for x, y, clean in _judged_batches(model, data, batch_size, desc)]
+    if not robust:
         raise ValueError("no examples: the loader yielded no batch")
-    return robust / seen
+    return torch.cat(robust)
+
+
+def robust_accuracy(model: nn.Module, attack: Attack, data, *, batch_size: int = 256,
+                    desc: str = "robust accuracy") -> float:
+    """The fraction of examples the model still classifies correctly after the attack (the mean of
+    :func:`robust_examples`, whose docstring says what counts): one minus the adversarial error of Madry
+    et al. (2018), an upper bound on the accuracy under every attack in the attack's eps-ball.
+    """
+    return robust_examples(model, attack, data, batch_size=batch_size, desc=desc).double().mean().item()
 
 
 def pgd_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int = 10,
