@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from advlib.attacks import cw_l0, cw_l2, cw_linf, fgsm, lbfgs, nattack, one_pixel, pgd
+from advlib.attacks import apgd, apgd_t, cw_l0, cw_l2, cw_linf, fab, fgsm, lbfgs, nattack, one_pixel, pgd, square
 
 
 def seeded(seed: int = 0) -> torch.Generator:
@@ -35,8 +35,19 @@ ATTACKS = {
     "cw_l0": (cw_l0, dict(steps=8, shrink=0.5), None),
     "one_pixel": (one_pixel, dict(popsize=8, steps=2), None),
     "nattack": (nattack, dict(eps=0.1, popsize=8, steps=2), "linf"),
+    "apgd": (apgd, dict(eps=0.1, steps=3), "linf"),
+    "apgd-l2": (apgd, dict(eps=1.0, steps=3, norm="l2"), "l2"),
+    "apgd-dlr": (apgd, dict(eps=0.1, steps=3, loss="dlr", restarts=2), "linf"),
+    "apgd_t": (apgd_t, dict(eps=0.1, steps=3, targets=2), "linf"),
+    "fab": (fab, dict(eps=0.3, steps=3, restarts=2), "linf"),
+    "fab-l2": (fab, dict(steps=3, norm="l2", restarts=2), None),  # without eps: unbounded
+    "square": (square, dict(eps=0.1, queries=20), "linf"),
+    "square-l2": (square, dict(eps=1.0, queries=20, norm="l2"), "l2"),
 }
-RANDOM = {"pgd", "pgd-l2", "one_pixel", "nattack"}  # the attacks that take a generator
+RANDOM = {"pgd", "pgd-l2", "one_pixel", "nattack", "square", "square-l2", "fab", "fab-l2", "apgd", "apgd-l2",
+          "apgd-dlr", "apgd_t"}  # the attacks that take a generator
+NO_STEPS = {"fgsm", "square", "square-l2"}  # one step, or a budget of queries instead of steps
+TRUE_LABELS = {"apgd_t"}  # AutoAttack's targeted attack: true labels in y and a number of targets, no targeted=
 BOUNDED = sorted(name for name, (_, _, ball) in ATTACKS.items() if ball)
 
 
@@ -95,7 +106,7 @@ def test_result_is_detached_in_the_box_and_ball_on_xs_device_and_inputs_untouche
     assert all(p.grad is None for p in model.parameters())
 
 
-@pytest.mark.parametrize("name", sorted(ATTACKS))
+@pytest.mark.parametrize("name", sorted(set(ATTACKS) - TRUE_LABELS))
 def test_targeted_and_inside_no_grad(name):
     x, y = batch()
     with torch.no_grad():  # a caller's no_grad block must not break a gradient attack
@@ -212,7 +223,7 @@ def test_any_finite_eps_stays_in_the_ball(eps):
 
 @pytest.mark.parametrize("steps, match", [(-1, "steps must be a whole number >= 0"), (2.5, "got 2.5"),
                                           (float("nan"), "got nan"), ("3", "steps must be a whole number")])
-@pytest.mark.parametrize("name", sorted(set(ATTACKS) - {"fgsm"}))
+@pytest.mark.parametrize("name", sorted(set(ATTACKS) - NO_STEPS))
 def test_bad_steps_raise(name, steps, match):
     with pytest.raises((TypeError, ValueError), match=match):
         run(name, steps=steps)
@@ -227,8 +238,9 @@ def test_whole_float_counts_run_as_ints_and_a_tensor_eps_as_a_float():
 
 @pytest.mark.parametrize("name", sorted(ATTACKS))
 def test_bad_generator_and_flags_raise(name):
-    with pytest.raises(TypeError, match="targeted must be True or False"):
-        run(name, targeted="yes")
+    if name not in TRUE_LABELS:
+        with pytest.raises(TypeError, match="targeted must be True or False"):
+            run(name, targeted="yes")
     if name in RANDOM:
         with pytest.raises(TypeError, match="CPU torch.Generator"):
             run(name, generator=0)

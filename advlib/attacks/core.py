@@ -26,6 +26,10 @@ Shared pieces:
   for an untargeted attack, max(max_{j != t} Z_j - Z_t, -kappa) for a targeted one. The other classes'
   maximum is taken with the true class masked to -inf, never by multiplying logits by a one-hot mask
   (which picks 0 instead of the largest logit when every logit is negative).
+- :func:`dlr` is Croce and Hein's Difference of Logits Ratio (2020, "Reliable evaluation of adversarial
+  robustness with an ensemble of diverse parameter-free attacks", Eq. (5), and its targeted form Eq. (6)):
+  the margin divided by a spread of the largest logits, so unchanged by shifting and by positively scaling
+  the logits.
 - :func:`project_linf` and :func:`project_l2` are the Euclidean projections onto the eps-ball around x,
   intersected with the box [0,1] (exact for Linf; for L2 ball then box, as in Madry et al. 2018).
 """
@@ -44,14 +48,14 @@ from .. import utils
 from ..utils import eval_mode, model_device
 
 NORMS = ("linf", "l2")
-LOSSES = ("ce", "margin")
+LOSSES = ("ce", "margin", "dlr")
 
 # Arguments the contract checks wherever an attack has them: reals finite and >= 0 (None allowed where
 # that is the default), counts whole numbers >= the minimum.
 REALS = ("eps", "alpha", "kappa")
 COUNTS = {"steps": 0, "restarts": 1, "chunk": 1}
 
-__all__ = ["LOSSES", "NORMS", "attack", "eval_mode", "input_gradient", "loss_on_logits", "margin",
+__all__ = ["LOSSES", "NORMS", "attack", "dlr", "eval_mode", "input_gradient", "loss_on_logits", "margin",
            "model_device", "project_l2", "project_linf"]
 
 
@@ -60,7 +64,9 @@ def attack(ball: str | None = None, *, reals: tuple[str, ...] = (), positive: tu
     """Make an algorithm ``body(model, x, y, *, ...)`` an attack that keeps the contract (module docstring).
 
     ``ball`` is ``"linf"`` or ``"l2"`` for an attack bounded by ``eps`` in that norm, ``"norm"`` when the
-    attack's own ``norm`` argument says which, None for an unbounded (minimal-perturbation) attack.
+    attack's own ``norm`` argument says which, None for an unbounded (minimal-perturbation) attack. An
+    attack whose ``eps`` may be None (a minimal-perturbation attack with an optional budget) is only
+    clamped to the box when it is.
     Beyond the arguments checked wherever they appear (``eps``, ``alpha``, ``kappa``, ``steps``,
     ``restarts``, ``chunk``, ``norm``, ``loss``, ``targeted``, ``generator``), ``reals`` names more that must
     be finite and >= 0, ``positive`` more that must be finite and > 0, and ``counts`` maps more whole
@@ -98,6 +104,8 @@ def attack(ball: str | None = None, *, reals: tuple[str, ...] = (), positive: tu
             finally:
                 hook.remove()
             norm = options.get("norm") if ball == "norm" else ball
+            if eps is None:  # an attack whose budget is optional (FAB) is unbounded without one
+                norm = None
             x_adv = x_adv.detach()
             if norm == "linf":
                 x_adv = project_linf(x_adv, x_dev, eps)
@@ -153,14 +161,46 @@ def margin(logits: torch.Tensor, y: torch.Tensor, *, targeted: bool = False, kap
     return diff.clamp_min(-kappa)
 
 
+def dlr(logits: torch.Tensor, y: torch.Tensor, *, target: torch.Tensor | None = None) -> torch.Tensor:
+    """Croce and Hein's Difference of Logits Ratio per example (2020, Eqs. (5) and (6)), to be *ascended*.
+
+    With z the logits, y the true class and z_pi1 >= z_pi2 >= ... the logits sorted decreasingly:
+
+        DLR(x, y)      = -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + 1e-12)                 (Eq. 5)
+        DLR_T(x, y, t) = -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12)                 (Eq. 6)
+
+    (``target=t`` gives the targeted form; ``y`` is then still the true class). Positive once x is
+    misclassified (untargeted) or z_t > z_y (targeted). Unchanged by adding a constant to every logit and
+    by multiplying them by a positive number, unlike the cross-entropy and the margin; the 1e-12 keeps
+    the ratio finite when the largest logits tie (as in the authors' code). Needs 3 classes (4 targeted).
+    """
+    need = 3 if target is None else 4
+    if logits.shape[1] < need:
+        form = "untargeted" if target is None else "targeted"
+        raise ValueError(f"the {form} DLR loss needs logits of at least {need} classes, got {logits.shape[1]}")
+    top = logits.topk(need, dim=1).values
+    own = logits.gather(1, y[:, None])[:, 0]
+    if target is None:
+        others = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(dim=1)
+        return (others - own) / (top[:, 0] - top[:, 2] + 1e-12)
+    aimed = logits.gather(1, target[:, None])[:, 0]
+    return (aimed - own) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
+
+
 def loss_on_logits(logits: torch.Tensor, y: torch.Tensor, loss: str = "ce", *, targeted: bool = False) -> torch.Tensor:
-    """Per-example loss an attack *ascends*: cross-entropy, or minus the margin; targeted attacks ascend
-    minus the cross-entropy to the target (the margin already knows the direction)."""
+    """Per-example loss an attack *ascends*: cross-entropy, minus the margin, or the DLR loss (:func:`dlr`);
+    targeted attacks ascend minus the cross-entropy to the target (the margin already knows the direction).
+    The targeted DLR loss needs the true class beside the target: call :func:`dlr` with ``target``."""
     if loss == "ce":
         ce = F.cross_entropy(logits, y, reduction="none")
         return -ce if targeted else ce
     if loss == "margin":
         return -margin(logits, y, targeted=targeted, kappa=float("inf"))
+    if loss == "dlr":
+        if targeted:
+            raise ValueError("the targeted DLR loss needs the true class beside the target: use "
+                             "core.dlr(logits, y_true, target=t), or advlib.attacks.apgd, which supplies it")
+        return dlr(logits, y)
     raise ValueError(f"unknown loss {loss!r}; expected one of {LOSSES}")
 
 
