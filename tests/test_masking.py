@@ -175,6 +175,11 @@ def test_masking_checks_flag_quantization_and_pass_the_undefended_model(trained)
     undefended = checks(model, x, y)
     assert not undefended.masked, undefended
     assert undefended.unbounded_success == 1.0 and undefended.zero_gradient == 0.0
+    for eps, robust in undefended.pgd_robust.items():  # per example, and the accuracies their means
+        assert robust.dtype == torch.bool and robust.shape == (len(x),)
+        assert robust.float().mean().item() == undefended.pgd_accuracy[eps]
+    assert undefended.black_box_robust.float().mean().item() == undefended.black_box_accuracy
+    assert not any(undefended.flags[k] for k in ("randomized", "softmax", "dynamic")), undefended.flags
     masked = checks(InputQuantization(model), x, y)
     assert masked.masked and masked.flags["zero_gradient"] and masked.flags["unbounded"], masked
     assert masked.flags["black_box"] and masked.flags["eps_growth"], masked

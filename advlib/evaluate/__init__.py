@@ -15,7 +15,10 @@
   (Szegedy et al. 2013, Table 2, "cross-model generalization").
 - :func:`gradient_masking_checks`: the warning signs of obfuscated gradients (Athalye, Carlini and
   Wagner 2018, Sec. 3.1): unbounded PGD failing, black-box beating white-box, accuracy flat in eps,
-  zero input gradients.
+  zero input gradients; with AutoAttack's flags (:mod:`.sanity`: a randomized model, softmax outputs,
+  optimization at inference).
+- :func:`autoattack`: AutoAttack (Croce and Hein 2020), the standard evaluation of robust accuracy: APGD-CE,
+  APGD-T, FAB-T and Square on the examples still standing, with a per-example and per-attack report.
 
 An attack, for these functions, is any callable ``attack(model, x, y) -> x_adv``; bind its other
 arguments by keyword with :func:`functools.partial`, e.g. ``partial(pgd, eps=0.1, alpha=0.01, steps=40)``.
@@ -27,6 +30,7 @@ length and inside the model's classes (checked on the first logits), eps finite 
 numbers, names known; each failure is a ``TypeError``/``ValueError`` that says what was expected.
 """
 
+from .autoattack import VERSIONS, AutoAttackResult, autoattack, autoattack_suite
 from .batches import (
     RobustnessScore,
     accuracy_under_distance,
@@ -38,8 +42,11 @@ from .batches import (
 )
 from .bounds import certified_examples, worst_margins
 from .masking import MaskingChecks, gradient_masking_checks
+from .sanity import is_randomized, optimizes_at_inference, outputs_probabilities, sanity_flags, zero_gradient_share
 from .transfer import TransferMatrix, transfer_matrix
 
-__all__ = ["MaskingChecks", "RobustnessScore", "TransferMatrix", "accuracy_under_distance", "attack_batches",
-           "certified_examples", "gradient_masking_checks", "pgd_accuracy", "robust_accuracy", "robust_examples",
-           "robustness_score", "transfer_matrix", "worst_margins"]
+__all__ = ["VERSIONS", "AutoAttackResult", "MaskingChecks", "RobustnessScore", "TransferMatrix",
+           "accuracy_under_distance", "attack_batches", "autoattack", "autoattack_suite", "certified_examples",
+           "gradient_masking_checks", "is_randomized", "optimizes_at_inference", "outputs_probabilities",
+           "pgd_accuracy", "robust_accuracy", "robust_examples", "robustness_score", "sanity_flags",
+           "transfer_matrix", "worst_margins", "zero_gradient_share"]

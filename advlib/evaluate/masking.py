@@ -17,6 +17,7 @@ from ..utils import (
     eval_mode,
     model_device,
 )
+from . import sanity
 from .batches import (
     Attack,
     _attacked,
@@ -29,11 +30,14 @@ class MaskingChecks(NamedTuple):
     """The result of :func:`gradient_masking_checks`.
 
     ``masked``: whether any check flags; ``flags``: per check, whether it flags (``"unbounded"``,
-    ``"black_box"``, ``"eps_growth"``, ``"zero_gradient"``); ``clean_accuracy``; ``pgd_accuracy``: eps ->
+    ``"black_box"``, ``"eps_growth"``, ``"zero_gradient"``, and AutoAttack's ``"randomized"``, ``"softmax"``
+    and ``"dynamic"``); ``clean_accuracy``; ``pgd_accuracy``: eps ->
     accuracy under PGD, over the eps grid (the last entry eps = 1, the whole box); ``unbounded_success``:
     the fraction of correctly classified examples that PGD at eps = 1 fools; ``black_box_accuracy``: the
     accuracy under the black-box attack at eps; ``zero_gradient``: the fraction of examples whose input
-    gradient of the cross-entropy is (near) zero.
+    gradient of the cross-entropy is (near) zero; ``pgd_robust`` (eps -> tensor) and ``black_box_robust``:
+    per example, correct when clean and under the attack (bool, on the CPU), whose means are the
+    accuracies above (for intervals: :func:`advlib.metrics.confidence_interval`).
     """
 
     masked: bool
@@ -43,6 +47,8 @@ class MaskingChecks(NamedTuple):
     unbounded_success: float
     black_box_accuracy: float
     zero_gradient: float
+    pgd_robust: dict[float, torch.Tensor]
+    black_box_robust: torch.Tensor
 
 
 def gradient_masking_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *,
@@ -63,7 +69,10 @@ def gradient_masking_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, 
       1) and 1: it rises by more than ``tolerance`` from one eps to the next, or at 4 eps (or the largest
       below 1) it still keeps more than half the clean accuracy, flat;
     - ``"zero_gradient"``: the cross-entropy's gradient with respect to the input is (numerically) zero,
-      largest entry <= 1e-12, on more than half of the examples (shattered gradients).
+      largest entry <= 1e-12, on more than half of the examples (shattered gradients);
+    - AutoAttack's flags that need no attack (:mod:`advlib.evaluate.sanity`): ``"randomized"`` (two forward
+      passes disagree: evaluate with EOT), ``"softmax"`` (probabilities instead of logits) and ``"dynamic"``
+      (the forward pass computes gradients).
 
     PGD is Linf, ``steps`` steps of 2.5 eps' / steps from a random start at each eps' of the grid (Madry et
     al.'s, :func:`advlib.attacks.pgd`), seeded by ``seed``. A flag is a warning, not a proof: ``masked`` is
@@ -97,7 +106,8 @@ def gradient_masking_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, 
         pgd_accuracy[e] = pgd_correct[e].float().mean().item()
     n_clean = int(clean.sum())
     unbounded_success = 1 - int(pgd_correct[1.0].sum()) / n_clean if n_clean else 1.0
-    black_box_accuracy = (clean & _correct(model, _attacked(black_box, model, x, y), y)).float().mean().item()
+    black_box_robust = clean & _correct(model, _attacked(black_box, model, x, y), y)
+    black_box_accuracy = black_box_robust.float().mean().item()
     with eval_mode(model):
         grad, _ = core.input_gradient(model, x, y)
     zero_gradient = (grad.flatten(1).abs().amax(dim=1) <= 1e-12).float().mean().item()
@@ -108,7 +118,12 @@ def gradient_masking_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, 
     flags = {"unbounded": unbounded_success < 1 - tolerance,
              "black_box": black_box_accuracy < pgd_accuracy[eps] - tolerance,
              "eps_growth": rises or flat,
-             "zero_gradient": zero_gradient > 0.5}
+             "zero_gradient": zero_gradient > 0.5,
+             "randomized": sanity.is_randomized(model, x[:256]),
+             "softmax": sanity.outputs_probabilities(model, x[:256]),
+             "dynamic": sanity.optimizes_at_inference(model, x[:8])}
     return MaskingChecks(masked=any(flags.values()), flags=flags, clean_accuracy=clean_accuracy,
                          pgd_accuracy=pgd_accuracy, unbounded_success=unbounded_success,
-                         black_box_accuracy=black_box_accuracy, zero_gradient=zero_gradient)
+                         black_box_accuracy=black_box_accuracy, zero_gradient=zero_gradient,
+                         pgd_robust={e: r.cpu() for e, r in pgd_correct.items()},
+                         black_box_robust=black_box_robust.cpu())

@@ -1,0 +1,149 @@
+"""AutoAttack (Croce and Hein 2020, "Reliable evaluation of adversarial robustness with an ensemble of diverse
+parameter-free attacks", ICML, Sec. 4): the field's standard evaluation of robust accuracy since 2020.
+
+Four attacks, run one after the other, each only on the examples every earlier one left standing
+(correctly classified when clean and not yet broken); an example counts as robust when none breaks it:
+
+1. APGD-CE: Auto-PGD on the cross-entropy (:func:`advlib.attacks.apgd`), 100 steps;
+2. APGD-T: Auto-PGD on the targeted DLR loss toward each of the 9 classes the model ranks highest after
+   the true one (:func:`advlib.attacks.apgd_t`), 100 steps each;
+3. FAB-T: the targeted minimum-norm attack FAB (:func:`advlib.attacks.fab`), the same 9 targets, 100 steps;
+4. Square: the score-based black box (:func:`advlib.attacks.square`), 5,000 queries.
+
+Why each is there (Sec. 3-4): APGD replaces PGD's fixed step by a schedule that halves the step when the
+loss stalls (no step size to tune); the DLR loss is unchanged when the logits are shifted or scaled, so a
+model cannot hide behind the scale of its logits (as it can from the cross-entropy); a minimum-norm attack
+looks for the closest boundary instead of the highest loss; a black box needs no gradient, so it sees
+through masked gradients. ``version="rand"`` (for randomized defenses) runs APGD-CE and APGD-DLR with
+the gradient averaged over 20 draws of the model (Expectation over Transformation).
+
+:func:`autoattack` returns an :class:`AutoAttackResult`: per example the worst-case image and which attack
+broke it; per attack the robust accuracy after it, its time and the model evaluations it spent per
+example attacked; and AutoAttack's sanity flags (:mod:`advlib.evaluate.sanity`, plus ``"square"``: the
+black box broke examples the white-box attacks left, a sign of masked gradients).
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from ..attacks import apgd, apgd_t, fab, square
+from ..utils import check_choice, check_count, check_examples, check_model, check_real, model_device, progress
+from .batches import _correct
+from .sanity import sanity_flags
+
+__all__ = ["AutoAttackResult", "VERSIONS", "autoattack", "autoattack_suite"]
+
+VERSIONS = ("standard", "rand")
+
+
+class AutoAttackResult(NamedTuple):
+    """The result of :func:`autoattack`.
+
+    ``x_adv``: per example the image that broke it (the clean image where nothing did), on the CPU;
+    ``clean``, ``robust``: per example, correctly classified when clean, and still after every attack;
+    ``broken_by``: per example the name of the attack that broke it, ``"clean"`` when it was misclassified
+    to begin with, None when it is robust; ``accuracy``: ``"clean"`` then each attack's name -> the robust
+    accuracy after it (over every example); ``seconds``: attack -> time; ``evaluations``: attack -> model
+    evaluations (forward passes of one image, gradient or not) spent per example it attacked, Square's
+    being its queries; ``flags``: AutoAttack's sanity flags -> raised or not.
+    """
+
+    x_adv: torch.Tensor
+    clean: torch.Tensor
+    robust: torch.Tensor
+    broken_by: list
+    accuracy: dict
+    seconds: dict
+    evaluations: dict
+    flags: dict
+
+    @property
+    def robust_accuracy(self) -> float:
+        """The share of examples no attack broke (and correctly classified when clean)."""
+        return self.robust.double().mean().item()
+
+
+def autoattack_suite(eps: float, *, norm: str = "linf", version: str = "standard", steps: int = 100,
+                     targets: int = 9, queries: int = 5000, eot_iter: int = 20, seed: int = 0) -> dict:
+    """AutoAttack's attacks as named callables ``attack(model, x, y)``, in the order it runs them: the
+    paper's settings by default (``steps``, ``targets``, ``queries``, ``eot_iter`` lower them for a quick
+    run). Each draws its randomness from a generator seeded by ``seed``."""
+    check_choice("version", version, VERSIONS)
+    check_choice("norm", norm, ("linf", "l2"))
+
+    def generator():
+        return torch.Generator().manual_seed(seed)
+
+    if version == "rand":
+        return {"APGD-CE (EOT)": partial(_seeded, apgd, generator, eps=eps, norm=norm, loss="ce", steps=steps,
+                                         eot_iter=eot_iter),
+                "APGD-DLR (EOT)": partial(_seeded, apgd, generator, eps=eps, norm=norm, loss="dlr", steps=steps,
+                                          eot_iter=eot_iter)}
+    return {"APGD-CE": partial(_seeded, apgd, generator, eps=eps, norm=norm, loss="ce", steps=steps),
+            "APGD-T": partial(_seeded, apgd_t, generator, eps=eps, norm=norm, steps=steps, targets=targets),
+            "FAB-T": partial(_seeded, fab, generator, eps=eps, norm=norm, steps=steps, targets=targets),
+            "Square": partial(_seeded, square, generator, eps=eps, norm=norm, queries=queries)}
+
+
+def _seeded(attack, generator, model, x, y, **options):
+    return attack(model, x, y, generator=generator(), **options)
+
+
+def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf",
+               version: str = "standard", steps: int = 100, targets: int = 9, queries: int = 5000,
+               eot_iter: int = 20, batch_size: int = 500, seed: int = 0, desc: str = "AutoAttack") -> AutoAttackResult:
+    """AutoAttack's robust accuracy of ``model`` on (x, y) within the ``norm`` ball of radius ``eps`` (module
+    docstring): each attack of :func:`autoattack_suite` in turn on the examples still standing, in batches
+    of ``batch_size`` on the model's device. An attack's output counts only when the model misclassifies it
+    (checked here, not trusted). Returns an :class:`AutoAttackResult`.
+
+    ``version="standard"`` is the paper's (APGD-CE, APGD-T, FAB-T, Square); ``"rand"`` the one for randomized
+    models (APGD-CE and APGD-DLR averaging ``eot_iter`` gradients per step). ``steps``, ``targets``,
+    ``queries`` and ``eot_iter`` default to the paper's 100, 9, 5,000 and 20.
+    """
+    check_model(model)
+    check_examples(x, y)
+    eps = check_real("eps", eps)
+    batch_size = check_count("batch_size", batch_size, low=1)
+    suite = autoattack_suite(eps, norm=norm, version=version, steps=check_count("steps", steps),
+                             targets=check_count("targets", targets, low=1),
+                             queries=check_count("queries", queries, low=1),
+                             eot_iter=check_count("eot_iter", eot_iter, low=1), seed=check_count("seed", seed))
+    device = model_device(model)
+    x, y = x.detach().cpu(), y.detach().cpu()
+    clean = torch.cat([_correct(model, x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)).cpu()
+                       for i in range(0, len(x), batch_size)]) if len(x) else torch.zeros(0, dtype=torch.bool)
+    robust, x_adv = clean.clone(), x.clone()
+    broken_by = [None if c else "clean" for c in clean.tolist()]
+    accuracy, seconds, evaluations = {"clean": clean.double().mean().item()}, {}, {}
+    flags = sanity_flags(model, x, y, eps, seed=seed) if len(x) else {}
+    rows = [0]
+    hook = model.register_forward_hook(lambda module, inputs, output: rows.__setitem__(0, rows[0] + len(inputs[0])))
+    try:
+        for name, attack in progress(suite.items(), desc=desc, total=len(suite), unit="attack"):
+            standing = robust.nonzero().flatten()
+            rows[0], tic = 0, time.perf_counter()
+            for chunk in standing.split(batch_size):
+                xb, yb = x[chunk].to(device), y[chunk].to(device)
+                adv = attack(model, xb, yb)
+                broken = ~_correct(model, adv, yb).cpu()
+                x_adv[chunk[broken]] = adv[broken.to(adv.device)].cpu()
+                robust[chunk[broken]] = False
+                for i in chunk[broken].tolist():
+                    broken_by[i] = name
+            seconds[name] = time.perf_counter() - tic
+            evaluations[name] = rows[0] / max(1, len(standing))
+            accuracy[name] = robust.double().mean().item()
+    finally:
+        hook.remove()
+    if "Square" in accuracy:
+        white_box = [accuracy[name] for name in accuracy if name not in ("clean", "Square")]
+        flags["square"] = accuracy["Square"] < min(white_box)
+    return AutoAttackResult(x_adv=x_adv, clean=clean, robust=robust, broken_by=broken_by, accuracy=accuracy,
+                            seconds=seconds, evaluations=evaluations, flags=flags)
