@@ -1,6 +1,6 @@
 """Speed of advlib's attacks against their limit and against peer libraries (a script, not a test).
 
-    python benchmarks/attacks.py [--device cpu|cuda] [--only pgd cw one_pixel] [--repeats 5]
+    python benchmarks/attacks.py [--device cpu|cuda] [--only pgd cw one_pixel apgd autoattack] [--repeats 5]
                                  [--out benchmarks/results/attacks-<host>.json]
 
 PGD (Madry et al. 2017): same model, same 256 Fashion-MNIST test images, same budget (Linf, eps 0.1,
@@ -44,6 +44,16 @@ One pixel (Su, Vargas and Sakurai 2019) (``--only one_pixel``): ours against tor
 generations (40), for 1 and 3 pixels, on the CW section's trained FC100-100-10 and the first 50 test
 images (fewer with a smaller ``--batch``): the median time of a whole attack, the ratio ours/torchattacks
 (goal <= 0.5) and the images each fools among those classified right (goal: ours not fewer).
+
+APGD (Croce and Hein 2020) (``--only apgd``): time per step of ``advlib.attacks.apgd`` (cross-entropy, 100
+steps) against the forward+backward limit (goal <= 1.05) and torchattacks' ``APGD`` (goal <= 1.0), on
+chapter 10's adversarially trained network (the zoo's ``wong-kolter-madry``) and ``--batch`` test images at
+Linf eps 0.1, with both attacks' robust accuracy.
+
+AutoAttack (``--only autoattack``): a whole standard evaluation, ours (``advlib.evaluate.autoattack``) against
+torchattacks' ``AutoAttack`` set to the paper's 100 iterations, on the same network and the first 500 test
+images at Linf eps 0.1: the time of each (goal: ours at most half of theirs) and the robust accuracy each
+reports (goal: ours not above theirs), with ours after each of its attacks.
 
 Each benchmark is a function in :data:`BENCHMARKS` taking the run's settings and returning
 ``{"rows": [...], ...}``.
@@ -454,11 +464,130 @@ def print_one_pixel(result: dict) -> None:
               f"{r['fooled']['ours']:>12d} {r['fooled']['torchattacks']:>14d} {r['both_fool']:>5d}")
 
 
+# --- APGD and AutoAttack --------------------------------------------------------------------------------
+
+# a whole AutoAttack evaluation takes minutes on a CPU: it is timed once per library, not --repeats times
+AUTOATTACK_SETTINGS = {"zoo": "wong-kolter-madry", "images": 500, "eps": 0.1, "steps": 100, "repeats": 1}
+
+
+def madry_network(device: torch.device) -> torch.nn.Module:
+    """Chapter 10's adversarially trained network, from the zoo's cache (trained there if missing)."""
+    from advlib import zoo
+
+    return zoo.get(AUTOATTACK_SETTINGS["zoo"]).to(device).eval()
+
+
+def bench_apgd(device: torch.device, repeats: int, batch: int) -> dict:
+    """Time per APGD step (Croce and Hein 2020): ``advlib.attacks.apgd`` on the cross-entropy, 100 steps,
+    against the limit (one forward and backward pass at a visited point, as for PGD) and against
+    ``torchattacks.APGD`` at the same settings, on chapter 10's Madry network and ``batch`` test images."""
+    import torchattacks
+
+    from advlib.attacks import apgd
+
+    model = madry_network(device)
+    x, y = test_images(batch, device)
+    eps, steps = AUTOATTACK_SETTINGS["eps"], AUTOATTACK_SETTINGS["steps"]
+    theirs = torchattacks.APGD(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, loss="ce", seed=0)
+    noise = torch.rand(x.shape, generator=torch.Generator().manual_seed(0)).mul_(2 * eps).sub_(eps).to(device)
+    x_visited = (x + noise).clamp_(0.0, 1.0)
+
+    def passes():
+        for _ in range(steps):
+            x_var = x_visited.clone().requires_grad_(True)
+            torch.autograd.grad(F.cross_entropy(model(x_var), y, reduction="sum"), x_var)
+
+    runs = {"limit": passes,
+            "ours": lambda: apgd(model, x, y, eps=eps, steps=steps, generator=torch.Generator().manual_seed(0)),
+            "torchattacks": lambda: theirs(x, y)}
+    outputs = {key: fn() for key, fn in runs.items()}  # warm-up; the attacks' outputs are scored
+    times = {key: [t / steps for t in v] for key, v in timed_in_turn(runs, device, repeats).items()}
+    med = {key: statistics.median(v) for key, v in times.items()}
+    with torch.no_grad():
+        robust = {key: ((model(x).argmax(1) == y) & (model(outputs[key]).argmax(1) == y)).float().mean().item()
+                  for key in ("ours", "torchattacks")}
+    row = {"model": AUTOATTACK_SETTINGS["zoo"], "batch": len(x), "eps": eps, "steps": steps,
+           "limit_ms": 1e3 * med["limit"], "ours_ms_per_step": 1e3 * med["ours"],
+           "torchattacks_ms_per_step": 1e3 * med["torchattacks"],
+           "ours_over_limit": med["ours"] / med["limit"], "ours_over_torchattacks": med["ours"] / med["torchattacks"],
+           "ours_over_limit_paired": statistics.median(
+               o / t for o, t in zip(times["ours"], times["limit"], strict=True)),
+           "robust_accuracy": robust,
+           "samples_ms": {key: [round(1e3 * t, 3) for t in v] for key, v in times.items()}}
+    return {"goal": {"ours_over_limit": 1.05, "ours_over_torchattacks": 1.0},
+            "peer": f"torchattacks {torchattacks.__version__}", "rows": [row]}
+
+
+def print_apgd(result: dict) -> None:
+    r = result["rows"][0]
+    print(f"APGD-CE Linf, {r['model']}, {r['batch']} images, eps {r['eps']}, {r['steps']} steps, "
+          f"{result['peer']} (medians; goals: ours/limit <= 1.05, ours/torchattacks <= 1.0)")
+    print(f"limit {r['limit_ms']:.2f} ms, ours {r['ours_ms_per_step']:.2f} ms/step, torchattacks "
+          f"{r['torchattacks_ms_per_step']:.2f} ms/step; ours/limit {r['ours_over_limit']:.3f}, "
+          f"ours/torchattacks {r['ours_over_torchattacks']:.3f}; robust accuracy {r['robust_accuracy']}")
+
+
+def bench_autoattack(device: torch.device, repeats: int, batch: int) -> dict:
+    """AutoAttack's standard version, ours (``advlib.evaluate.autoattack``) against torchattacks'
+    ``AutoAttack`` with its APGD, APGD-T and FAB set to the paper's 100 iterations (its default of 10 is a
+    departure from the reference), on chapter 10's Madry network and the first ``images`` test images at
+    Linf eps 0.1: the time of a whole evaluation and the robust accuracy each reports. One run each
+    (``AUTOATTACK_SETTINGS["repeats"]``, not ``--repeats``): a whole evaluation takes minutes on a CPU."""
+    import torchattacks
+
+    from advlib import evaluate
+
+    model = madry_network(device)
+    n = AUTOATTACK_SETTINGS["images"]
+    x, y = test_images(n, device)
+    eps, steps = AUTOATTACK_SETTINGS["eps"], AUTOATTACK_SETTINGS["steps"]
+    theirs = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard", n_classes=10, seed=0)
+    for attack in theirs._autoattack.attacks:  # the paper's 100 iterations (Square keeps its 5,000 queries)
+        if hasattr(attack, "steps") and not isinstance(attack, torchattacks.Square):
+            attack.steps = steps
+    outputs = {}
+
+    def ours():
+        outputs["ours"] = evaluate.autoattack(model, x, y, eps=eps, steps=steps, batch_size=n, desc=None)
+
+    def peer():
+        outputs["torchattacks"] = theirs(x, y)
+
+    times = timed_in_turn({"ours": ours, "torchattacks": peer}, device, AUTOATTACK_SETTINGS["repeats"])
+    med = {key: statistics.median(v) for key, v in times.items()}
+    with torch.no_grad():
+        clean = model(x).argmax(1) == y
+        robust = {"ours": outputs["ours"].robust_accuracy,
+                  "torchattacks": (clean & (model(outputs["torchattacks"]).argmax(1) == y)).float().mean().item()}
+    report = outputs["ours"]
+    row = {"model": AUTOATTACK_SETTINGS["zoo"], "images": n, "eps": eps, "steps": steps,
+           "ours_s": med["ours"], "torchattacks_s": med["torchattacks"],
+           "ours_over_torchattacks": med["ours"] / med["torchattacks"],
+           "clean_accuracy": clean.float().mean().item(), "robust_accuracy": robust,
+           "ours_after_each_attack": report.accuracy, "ours_seconds_per_attack": report.seconds,
+           "ours_evaluations_per_example": report.evaluations, "ours_flags": report.flags,
+           "samples_s": {key: [round(t, 2) for t in v] for key, v in times.items()}}
+    return {"goal": {"ours_over_torchattacks": 0.5, "robust_accuracy": "ours <= torchattacks"},
+            "peer": f"torchattacks {torchattacks.__version__}", "rows": [row]}
+
+
+def print_autoattack(result: dict) -> None:
+    r = result["rows"][0]
+    print(f"AutoAttack standard, {r['model']}, {r['images']} images, Linf eps {r['eps']}, {r['steps']} steps, "
+          f"{result['peer']} (goals: time ratio <= 0.5, robust accuracy not above theirs)")
+    print(f"ours {r['ours_s']:.1f} s, torchattacks {r['torchattacks_s']:.1f} s, "
+          f"ratio {r['ours_over_torchattacks']:.3f}; clean {r['clean_accuracy']:.3f}, "
+          f"robust accuracy {r['robust_accuracy']}")
+    print(f"ours after each attack: {r['ours_after_each_attack']}; seconds {r['ours_seconds_per_attack']}")
+
+
 # name -> (benchmark function(device, repeats, batch) -> dict, printer of its result)
 BENCHMARKS: dict[str, tuple[Callable[[torch.device, int, int], dict], Callable[[dict], None]]] = {
     "pgd": (bench_pgd, print_pgd),
     "cw": (bench_cw, print_cw),
     "one_pixel": (bench_one_pixel, print_one_pixel),
+    "apgd": (bench_apgd, print_apgd),
+    "autoattack": (bench_autoattack, print_autoattack),
 }
 
 

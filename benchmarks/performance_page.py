@@ -309,6 +309,27 @@ def one_pixel_rows(entry: dict) -> list[list[str]]:
             for r in entry.get("rows", [])]
 
 
+def apgd_rows(entry: dict) -> list[list[str]]:
+    """APGD: ms per step of the limit, ours and torchattacks', the ratios, and each one's robust accuracy."""
+    return [[plain(r.get("model")), f"eps {plain(r.get('eps'))}, {plain(r.get('steps'))} steps",
+             plain(r.get("batch")), milliseconds(r.get("limit_ms")), milliseconds(r.get("ours_ms_per_step")),
+             milliseconds(r.get("torchattacks_ms_per_step")), ratio(r.get("ours_over_limit")),
+             ratio(r.get("ours_over_torchattacks")), percent((r.get("robust_accuracy") or {}).get("ours")),
+             percent((r.get("robust_accuracy") or {}).get("torchattacks"))]
+            for r in entry.get("rows", [])]
+
+
+def autoattack_rows(entry: dict) -> list[list[str]]:
+    """AutoAttack: seconds of a whole evaluation, ours and torchattacks', the ratio, and the robust accuracy
+    each reports."""
+    return [[plain(r.get("model")), f"eps {plain(r.get('eps'))}, {plain(r.get('steps'))} steps",
+             plain(r.get("images")), significant(r.get("ours_s")), significant(r.get("torchattacks_s")),
+             ratio(r.get("ours_over_torchattacks")), percent(r.get("clean_accuracy")),
+             percent((r.get("robust_accuracy") or {}).get("ours")),
+             percent((r.get("robust_accuracy") or {}).get("torchattacks"))]
+            for r in entry.get("rows", [])]
+
+
 def box(value) -> str:
     """The input box of a dual bound: ``[lo, hi]``, or none (the plain eps-ball)."""
     return "none" if value is None else "[" + ", ".join(plain(bound) for bound in value) + "]"
@@ -405,6 +426,25 @@ BENCHMARKS = (
         ["model", "images", "pixels", "population", "generations", "ours (s)", "torchattacks (s)",
          "ours/torchattacks", "fooled by ours", "fooled by torchattacks"],
         one_pixel_rows),
+    Benchmark(
+        "APGD against its limit and torchattacks",
+        "Auto-PGD on the cross-entropy (`advlib.attacks.apgd`, 100 steps), ms per step against one forward and "
+        "backward pass at a visited point (the limit) and against torchattacks' `APGD` at the same settings, on "
+        "chapter 10's adversarially trained network, with the robust accuracy each leaves.",
+        "attacks", ("benchmarks", "apgd"),
+        ["model", "budget", "batch", "limit (ms)", "ours (ms/step)", "torchattacks (ms/step)", "ours/limit",
+         "ours/torchattacks", "robust accuracy, ours", "robust accuracy, torchattacks"],
+        apgd_rows),
+    Benchmark(
+        "AutoAttack against torchattacks",
+        "A whole standard AutoAttack evaluation (APGD-CE, APGD-T, FAB-T, Square), ours "
+        "(`advlib.evaluate.autoattack`) against torchattacks' `AutoAttack` with its iterations set to the "
+        "paper's 100, on chapter 10's adversarially trained network and the same test images: the time of one "
+        "run of each, and the robust accuracy each reports (ours must not be above theirs).",
+        "attacks", ("benchmarks", "autoattack"),
+        ["model", "budget", "images", "ours (s)", "torchattacks (s)", "ours/torchattacks", "clean",
+         "robust accuracy, ours", "robust accuracy, torchattacks"],
+        autoattack_rows),
     Benchmark(
         "Dual bounds against convex_adversarial",
         "Wong and Kolter's exact dual bounds on the margins, ours (`advlib.certify.dual_bounds`, and "
