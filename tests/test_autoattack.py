@@ -125,10 +125,17 @@ def test_each_attack_runs_only_on_the_examples_still_standing(trained):
     assert max(rows) <= len(x)
 
 
-def test_the_same_seed_gives_the_same_result(trained, standard):
+def test_the_same_seed_gives_the_same_result_whatever_the_batch_size(trained, standard):
+    """APGD and FAB give a batch the result of its pieces (one generator per attack, across batches), so
+    batch_size does not change what they break; Square's draws are per batch (its docstring)."""
     model, x, y = trained
     again = evaluate.autoattack(model, x, y, eps=EPS, **QUICK)
     assert torch.equal(again.robust, standard.robust) and again.broken_by == standard.broken_by
+    pieces = evaluate.autoattack(model, x, y, eps=EPS, batch_size=7, **QUICK)  # 2 images per targeted call
+    white_box = [name for name in standard.accuracy if name != "Square"]
+    assert [pieces.accuracy[k] for k in white_box] == [standard.accuracy[k] for k in white_box]
+    assert all(a == b for a, b in zip(pieces.broken_by, standard.broken_by, strict=True)
+               if "Square" not in (a, b))
 
 
 def test_flags_fire_on_a_randomized_a_softmax_a_zero_gradient_and_a_dynamic_model(trained):
