@@ -568,7 +568,8 @@ def bench_autoattack(device: torch.device, repeats: int, batch: int) -> dict:
            "ours_evaluations_per_example": report.evaluations, "ours_flags": report.flags,
            "samples_s": {key: [round(t, 2) for t in v] for key, v in times.items()}}
     return {"goal": {"ours_over_torchattacks": 0.5, "robust_accuracy": "ours <= torchattacks"},
-            "peer": f"torchattacks {torchattacks.__version__}", "rows": [row]}
+            "peer": f"torchattacks {torchattacks.__version__}", "rows": [row],
+            "run": {"repeats": AUTOATTACK_SETTINGS["repeats"]}}
 
 
 def print_autoattack(result: dict) -> None:
@@ -604,7 +605,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {**run_info, "benchmarks": {}}
     for name in args.only:
         run, show = BENCHMARKS[name]
-        results["benchmarks"][name] = {**run(device, args.repeats, args.batch), "run": run_info}
+        entry = run(device, args.repeats, args.batch)  # its "run" block, if any, overrides the run's (repeats)
+        results["benchmarks"][name] = {**entry, "run": {**run_info, **entry.get("run", {})}}
         show(results["benchmarks"][name])
         print()
     out = results_file(args, "attacks")

@@ -208,7 +208,8 @@ def run_line(run: Run, script: str) -> str:
     return (f"- **{label(run.info)}**: {plain(hardware.get('processor'))}, {plain(hardware.get('cpu_count'))} cores, "
             f"{threads(hardware.get('torch_threads'))}, device {plain(hardware.get('device'))} "
             f"({plain(hardware.get('device_name'))}), torch {plain(hardware.get('torch'))}; "
-            f"clock: {clock(run.info.get('clock'))}; {plain(run.info.get('repeats'))} repeats; "
+            f"clock: {clock(run.info.get('clock'))}; {plain(run.info.get('repeats'))} "
+            f"{'run' if run.info.get('repeats') == 1 else 'repeats'}; "
             f"measured {plain(hardware.get('date'))}{load_text}{peer}; file `{run.file}`; "
             f"reproduce: {reproduce(run.info.get('command'), script)}.")
 
