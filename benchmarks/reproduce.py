@@ -64,8 +64,9 @@ def table_outputs(cell) -> list[dict]:
     return kept
 
 
-def run_chapter(path: Path, profile: str, timeout: int) -> dict:
-    """Execute one chapter in ``profile`` (a progress bar over its cells); return its tables and run time."""
+def run_chapter(path: Path, profile: str, timeout: int, executed: Path | None = None) -> dict:
+    """Execute one chapter in ``profile`` (a progress bar over its cells); return its tables and run time.
+    With ``executed``, the executed notebook is also written there, under the chapter's file name."""
     notebook = nbformat.read(path, as_version=4)
     env = os.environ | {"ADVLIB_PROFILE": profile, "ADVLIB_SLIDER": "static", "ADVLIB_PROGRESS": "0"}
     cells = tqdm(total=len(notebook.cells), desc=path.stem, unit="cell", leave=False)
@@ -78,6 +79,9 @@ def run_chapter(path: Path, profile: str, timeout: int) -> dict:
     finally:
         cells.close()
     seconds = time.perf_counter() - started
+    if executed is not None:
+        executed.mkdir(parents=True, exist_ok=True)
+        nbformat.write(notebook, executed / path.name)
     tables = [{"cell": index, "outputs": table_outputs(cell)} for index, cell in enumerate(notebook.cells)
               if TAG in cell.get("metadata", {}).get("tags", [])]
     return {"title": notebook.cells[0].source.splitlines()[0].lstrip("# ").strip(), "seconds": round(seconds, 1),
@@ -91,6 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", nargs="+", default=None, metavar="NN", help="chapter numbers, e.g. 05 10")
     parser.add_argument("--force", action="store_true", help="run the chosen chapters even if already recorded")
     parser.add_argument("--timeout", type=int, default=4 * 3600, help="seconds a cell may run (default 4 h)")
+    parser.add_argument("--executed", type=Path, default=None, metavar="DIR",
+                        help="also write each executed notebook (with its outputs) into DIR")
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON file (default benchmarks/results/reproduce-PROFILE-<host>.json)")
     args = parser.parse_args(argv)
@@ -115,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"profile {args.profile!r} on {device}: {len(chapters) - len(todo)} of {len(chapters)} chapters "
           f"already recorded in {out}; running {[path.name[:2] for path in todo]}")
     for path in tqdm(todo, desc="chapters", unit="chapter"):
-        record = run_chapter(path, args.profile, args.timeout)
+        record = run_chapter(path, args.profile, args.timeout, args.executed)
         results["hardware"] = bench.hardware(device)
         results["chapters"][path.stem] = record | {"hardware": results["hardware"]}
         results["command"] = " ".join(["reproduce.py", *(sys.argv[1:] if argv is None else argv)])

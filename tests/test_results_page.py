@@ -95,8 +95,10 @@ def test_reproduce_keeps_the_tagged_outputs_and_resumes(tmp_path, monkeypatch, c
     ])
     monkeypatch.setattr(reproduce, "CHAPTERS", chapters)
     out = tmp_path / "reproduce-quick-test.json"
-    reproduce.main(["--profile", "quick", "--out", str(out)])
+    reproduce.main(["--profile", "quick", "--out", str(out), "--executed", str(tmp_path / "executed")])
     record = json.loads(out.read_text())["chapters"]["99_example"]
+    executed = json.loads((tmp_path / "executed" / "99_example.ipynb").read_text())  # with its outputs
+    assert "".join(executed["cells"][1]["outputs"][0]["text"]) == "not a table\n"
     assert record["title"] == "99. An example"
     assert record["tables"] == [{"cell": 2, "outputs": [
         {"mime": "text/plain", "text": "profile quick\n"},
