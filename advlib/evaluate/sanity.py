@@ -63,26 +63,28 @@ def outputs_probabilities(model: nn.Module, x: torch.Tensor, *, tolerance: float
 
 def zero_gradient_share(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *,
                         seed: int = 0) -> float:
-    """The share of the correctly classified examples whose gradient of the DLR loss (Croce and Hein 2020,
-    Eq. (5)) with respect to the input is exactly zero at a uniformly random point of the Linf eps-ball
-    (clipped to [0, 1]), where APGD starts: AutoAttack's zero-gradient flag is raised when it is above 0.
+    """The share of examples whose gradient of the DLR loss (Croce and Hein 2020, Eq. (5)) with respect to
+    the input is exactly zero at a uniformly random point of the Linf eps-ball (clipped to [0, 1]), where
+    APGD starts, among those the model classifies correctly there: AutoAttack's zero-gradient flag is
+    raised when it is above 0 (0.0 when no example is classified correctly).
 
-    Only the examples an attack would run on count (0.0 when there are none): on a misclassified example
-    whose label the model ranks third, DLR is exactly 1 around it and its gradient exactly zero, however
-    differentiable the model."""
+    Only those examples count, judged by the same forward pass as the gradient: where the label ranks
+    third or lower, DLR is exactly 1 around the point and its gradient exactly zero however differentiable
+    the model is (and a randomized model may rank an image differently from one pass to the next)."""
     check_model(model)
     check_examples(x, y)
     eps = check_real("eps", eps)
     noise = torch.rand(x.shape, generator=torch.Generator().manual_seed(check_count("seed", seed)))
     device = model_device(model)
-    start = (x + (2 * noise - 1) * eps).clamp(0, 1).to(device)
+    start = (x + (2 * noise - 1) * eps).clamp(0, 1).to(device).requires_grad_(True)
     y = y.to(device)
-    right = _outputs(model, x).argmax(1) == y
-    if not right.any():
-        return 0.0
     with eval_mode(model), torch.enable_grad():
-        grad, _ = core.input_gradient(model, start[right], y[right], loss="dlr")
-    return (grad.flatten(1).abs().amax(dim=1) == 0).float().mean().item()
+        logits = model(start)
+        right = logits.argmax(1) == y
+        if not right.any():
+            return 0.0
+        (grad,) = torch.autograd.grad(core.dlr(logits[right], y[right]).sum(), start)
+    return (grad[right].flatten(1).abs().amax(dim=1) == 0).float().mean().item()
 
 
 def optimizes_at_inference(model: nn.Module, x: torch.Tensor) -> bool:
