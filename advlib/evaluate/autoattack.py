@@ -33,6 +33,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from .. import metrics
 from ..attacks import apgd, apgd_t, fab, square
 from ..utils import check_choice, check_count, check_examples, check_model, check_real, model_device, progress
 from .batches import _correct
@@ -120,8 +121,7 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
     seed = check_count("seed", seed)
     device = model_device(model)
     x, y = x.detach().cpu(), y.detach().cpu()
-    clean = torch.cat([_correct(model, x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)).cpu()
-                       for i in range(0, len(x), batch_size)]) if len(x) else torch.zeros(0, dtype=torch.bool)
+    clean = metrics.correct(model, x, y, batch_size=batch_size) if len(x) else torch.zeros(0, dtype=torch.bool)
     robust, x_adv = clean.clone(), x.clone()
     broken_by = [None if c else "clean" for c in clean.tolist()]
     accuracy, seconds, evaluations = {"clean": clean.double().mean().item()}, {}, {}
