@@ -2,13 +2,15 @@
 
 The run profile sets every size a notebook uses (subset sizes, epochs, steps, samples):
 ``"full"`` follows the papers' settings and is the default on a GPU; ``"quick"`` keeps each chapter
-to a few minutes on two CPU cores and is the default on a CPU. ``ADVLIB_PROFILE`` overrides both.
+to a few minutes on two CPU cores and is the default on a CPU and on Colab. ``ADVLIB_PROFILE`` overrides
+both.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -49,11 +51,18 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def on_colab() -> bool:
+    """Whether advlib runs in a Google Colab notebook (its ``google.colab`` module is loaded)."""
+    return "google.colab" in sys.modules
+
+
 def profile() -> str:
-    """The run profile: ``ADVLIB_PROFILE`` if set, else ``"full"`` on a GPU and ``"quick"`` on a CPU."""
+    """The run profile: ``ADVLIB_PROFILE`` if set, else ``"quick"`` on a CPU and on Colab and ``"full"`` on
+    any other GPU. Colab's GPUs get the quick profile (minutes); a reader opts in to the papers' settings
+    with the ``PROFILE`` variable of a chapter's first cell, which sets ``ADVLIB_PROFILE``."""
     name = os.environ.get(PROFILE_ENV, "").strip().lower()
     if not name:
-        return "full" if torch.cuda.is_available() else "quick"
+        return "full" if torch.cuda.is_available() and not on_colab() else "quick"
     if name not in PROFILES:
         raise ValueError(f"{PROFILE_ENV}={name!r} is not a run profile; expected one of {sorted(PROFILES)}")
     return name

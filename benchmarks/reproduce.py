@@ -44,10 +44,14 @@ def table_chapters() -> list[Path]:
 
 
 def source_hash(path: Path) -> str:
-    """sha256 of a chapter's code (its code cells' sources; prose, metadata and outputs aside): a chapter whose
-    code changed since it was recorded runs again."""
+    """sha256 of the code that makes a chapter's tables: its code cells from the second (the first only
+    installs advlib on Colab and names the profile) to the last cell tagged ``paper-table``. Prose, metadata,
+    outputs and the cells after the last table (exercises, the closing time) cannot change a recorded table;
+    a chapter whose table-making code changed since it was recorded runs again."""
     cells = json.loads(path.read_text())["cells"]
-    code = ["".join(cell["source"]) for cell in cells if cell["cell_type"] == "code"]
+    tagged = [i for i, cell in enumerate(cells) if TAG in cell.get("metadata", {}).get("tags", [])]
+    end = tagged[-1] + 1 if tagged else len(cells)
+    code = ["".join(cell["source"]) for cell in cells[:end] if cell["cell_type"] == "code"][1:]
     return hashlib.sha256("\x00".join(code).encode()).hexdigest()
 
 

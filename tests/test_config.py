@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import sys
+import types
 from dataclasses import fields
 from pathlib import Path
 
@@ -22,6 +24,16 @@ def test_profile_defaults_to_the_hardware(monkeypatch):
 def test_profile_follows_gpu_presence(monkeypatch, gpu, expected):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
     assert config.profile() == expected
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_profile_on_colab_is_quick_even_on_its_gpu(monkeypatch, gpu):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    assert config.on_colab()
+    assert config.profile() == "quick"
+    monkeypatch.setenv(config.PROFILE_ENV, "full")  # the chapter's PROFILE variable opts in
+    assert config.profile() == "full"
 
 
 @pytest.mark.parametrize("value, expected", [("full", "full"), ("quick", "quick"), (" FULL ", "full"),

@@ -113,7 +113,13 @@ def test_reproduce_keeps_the_tagged_outputs_and_resumes(tmp_path, monkeypatch, c
     chapter.write_text(json.dumps(notebook))
     reproduce.main(["--profile", "quick", "--out", str(out)])
     assert ran == []  # prose does not change the numbers
-    notebook["cells"][1]["source"] = "import os\nprint('changed code')"
+    notebook["cells"][1]["source"] = "import os\nprint('the Colab install cell')"
+    notebook["cells"].append({"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
+                              "source": "print('an exercise after the last table')"})
+    chapter.write_text(json.dumps(notebook))
+    reproduce.main(["--profile", "quick", "--out", str(out)])
+    assert ran == []  # the first code cell and the cells after the last table make no table
+    notebook["cells"][2]["source"] = "".join(notebook["cells"][2]["source"]).replace("'profile'", "'the profile'")
     chapter.write_text(json.dumps(notebook))
     reproduce.main(["--profile", "quick", "--out", str(out)])
     assert ran == ["99_example"]
