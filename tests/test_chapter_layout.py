@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
+from test_exercises import solution_cells
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "chapters").glob("*.ipynb"))
@@ -32,9 +33,21 @@ def _folded(cell: dict) -> bool:
     return bool(FOLDED & set(cell["metadata"].get("tags", [])))
 
 
+def _text_code_cells(path: Path) -> list[dict]:
+    """The code cells of the chapter's text: before its ``## Exercises``, where the reader's cells to fill in
+    and the folded solutions begin."""
+    cells = json.loads(path.read_text())["cells"]
+    end = next((i for i, c in enumerate(cells) if "".join(c["source"]).startswith("## Exercises")), len(cells))
+    return [c for c in cells[:end] if c["cell_type"] == "code"]
+
+
+def _in_solutions(path: Path) -> list[dict]:
+    return [cell for _, cell in solution_cells(path)]
+
+
 def visible_code_lines(path: Path) -> int:
-    """Lines of code the built chapter shows unfolded (blank lines not counted)."""
-    return sum(1 for cell in _code_cells(path) if not _folded(cell)
+    """Lines of code the built chapter's text shows unfolded (blank lines not counted)."""
+    return sum(1 for cell in _text_code_cells(path) if not _folded(cell)
                for line in "".join(cell["source"]).splitlines() if line.strip())
 
 
@@ -47,8 +60,9 @@ def test_code_lines_fit_the_page(chapter):
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.name)
 def test_checks_are_folded_and_labelled(chapter):
+    folded_by_a_solution = _in_solutions(chapter)  # a solution's checks show when the reader opens it
     for i, cell in enumerate(_code_cells(chapter)):
-        if not ASSERT.search("".join(cell["source"])):
+        if not ASSERT.search("".join(cell["source"])) or cell in folded_by_a_solution:
             continue
         prompt = cell["metadata"].get("mystnb", {}).get("code_prompt_show", "")
         assert _folded(cell), f"{chapter.name}, code cell {i}: a cell with asserts must be folded (hide-input)"
