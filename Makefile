@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # Executed notebooks render sliders as self-contained HTML, even when make runs inside a Jupyter server.
 export ADVLIB_SLIDER := static
 
-.PHONY: env data browser book test unit notebooks browser-test lint clean
+.PHONY: env data browser mathjax book render test unit notebooks browser-test lint clean
 
 env: $(STAMP)
 
@@ -18,6 +18,20 @@ $(STAMP): requirements.txt requirements-peers.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -r requirements-peers.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# MathJax 3 from npm's registry, copied into the built book (_static/mathjax), so that its formulas render
+# with no network; _config.yml's mathjax_path points at it.
+MATHJAX := .venv/mathjax/mathjax/es5/tex-mml-chtml.js
+mathjax: $(MATHJAX)
+
+$(MATHJAX):
+	@command -v npm >/dev/null || { echo "mathjax: the book serves MathJax itself and installs it with npm;" \
+	  "install Node.js and npm (Debian: apt-get install npm)"; exit 1; }
+	rm -rf .venv/mathjax
+	npm install --silent --no-save --no-audit --no-fund --prefix .venv/mathjax/npm mathjax@3
+	mkdir -p .venv/mathjax/mathjax
+	cp -r .venv/mathjax/npm/node_modules/mathjax/es5 .venv/mathjax/mathjax/
+	rm -rf .venv/mathjax/npm
 
 data: env
 	$(PY) -m advlib.data fetch fashion-mnist
@@ -34,7 +48,13 @@ browser:
 	  echo "browser: no Chromium here and no root to install it; the browser test will skip"; \
 	fi
 
+# A book built on its own executes every chapter afresh: its cache of executed chapters is emptied first.
 book: data
+	rm -rf _build/.jupyter_cache
+	$(MAKE) render
+
+# Render the book; chapters found in _build/.jupyter_cache (by the hash of their code) are not run again.
+render: mathjax
 	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going
 	@echo
 	@echo "The book is in $(CURDIR)/_build/html/index.html"
@@ -51,11 +71,14 @@ notebooks: data
 browser-test: browser env
 	ADVLIB_REQUIRE_BOOK=1 $(PY) -m pytest tests/browser
 
-# lint, unit tests and every chapter under nbval; then the book is built (executing every chapter
-# again, as readers get it) and opened in Chromium.
+# lint; every chapter under nbval and the unit tests, on both cores (one thread each, the longest chapters
+# first); each chapter runs once: chapters/conftest.py hands its outputs to the book's cache, the book is
+# rendered from them and opened in Chromium.
 test: data lint browser
-	$(PY) -m pytest tests chapters --nbval-lax --nbval-current-env --ignore=tests/browser
-	$(MAKE) book
+	rm -rf _build/.jupyter_cache
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile chapters tests \
+	  --nbval-lax --nbval-current-env --ignore=tests/browser
+	$(MAKE) render
 	$(MAKE) browser-test
 
 clean:
