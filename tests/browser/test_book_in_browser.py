@@ -6,6 +6,10 @@ text, a broken internal link or anchor, an error output, a figure missing from a
 button pointing at the wrong notebook, or a JavaScript error of its own. The epsilon and sigma
 sliders are dragged and the picture must change. Screenshots are kept under ``_build/screenshots``.
 
+The browser has no network but the book's own server: formulas must be typeset by the MathJax the book
+serves itself. Exercise solutions must be folded until the reader opens them, and the API reference must
+show its signatures.
+
 Without a Chromium and its driver the file skips; without a built book it skips too, unless
 ``ADVLIB_REQUIRE_BOOK=1`` (set by ``make test``, which has just built it) makes that a failure.
 """
@@ -32,8 +36,12 @@ ROOT = Path(__file__).resolve().parents[2]
 HTML = ROOT / "_build" / "html"
 EXECUTED = ROOT / "_build" / "jupyter_execute"
 SCREENSHOTS = ROOT / "_build" / "screenshots"
+# The network is off but for the book's own server: every host name but 127.0.0.1 fails to resolve, so a
+# page that needs anything from the internet (MathJax from a CDN, say) shows it.
+OFFLINE = "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,1400"]
+                  "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,1400",
+                  OFFLINE]
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -268,3 +276,85 @@ def test_search_box_finds_the_chapter(browser, site, term, page):
     results = [a.get_attribute("href") for a in browser.find_elements("css selector", "#search-results ul.search li a")]
     _screenshot(browser, f"search__{term}")
     assert any(f"{page}.html" in href for href in results), f"searching {term!r} did not find {page}: {results}"
+
+
+MATH_JS = """
+const done = arguments[arguments.length - 1];
+if (!window.MathJax || !MathJax.startup || !MathJax.startup.promise) { done({loaded: false}); return; }
+MathJax.startup.promise.then(() => {
+  const math = Array.from(document.querySelectorAll('main .math'));
+  const scripts = Array.from(document.querySelectorAll('script[src*="mathjax"], script[src*="MathJax"]'));
+  done({loaded: true, math: math.length,
+        untypeset: math.filter(m => !m.querySelector('mjx-container')).map(m => m.textContent.slice(0, 80)),
+        errors: document.querySelectorAll('main mjx-merror').length,
+        sources: scripts.map(s => s.src), text: document.querySelector('main').innerText});
+});
+"""
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_math_is_typeset_with_the_network_off(browser, site, page):
+    """MathJax comes from the book itself; every formula is typeset; no raw ``\\(`` or ``$$`` is left."""
+    _open(browser, site, page)
+    browser.set_script_timeout(60)
+    state = browser.execute_async_script(MATH_JS)
+    assert state["loaded"], f"{page}: MathJax did not load with the network off"
+    assert state["sources"] and all(src.startswith(site) for src in state["sources"]), \
+        f"{page}: MathJax from elsewhere than the book: {state['sources']}"
+    assert not state["untypeset"], f"{page}: formulas left untypeset: {state['untypeset'][:3]}"
+    assert state["errors"] == 0, f"{page}: {state['errors']} formulas MathJax could not read"
+    for raw in ("\\(", "\\)", "$$", "\\begin{"):
+        assert raw not in state["text"], f"{page}: raw TeX {raw!r} left in the page"
+
+
+EXERCISE_PAGES = [chapter for chapter in CHAPTERS if "{solution-start}" in (ROOT / f"{chapter}.ipynb").read_text()]
+
+
+@pytest.mark.parametrize("chapter", EXERCISE_PAGES)
+def test_exercise_solutions_are_folded_until_the_reader_opens_one(browser, site, chapter):
+    """Every solution is a toggle, closed on arrival; a click opens it and shows the solution's code and
+    output (the first solution that runs code is kept as screenshots, folded and unfolded)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _open(browser, site, chapter)
+    WebDriverWait(browser, 10).until(lambda d: d.find_elements("css selector", ".solution .toggle-button"))
+    solutions = browser.find_elements("css selector", "div.solution.dropdown")
+    exercises = browser.find_elements("css selector", "div.exercise")
+    assert len(exercises) >= 3 and len(solutions) == len(exercises), \
+        f"{chapter}: {len(exercises)} exercises, {len(solutions)} folded solutions"
+    for solution in solutions:
+        body = solution.find_element("css selector", "section")
+        assert not body.is_displayed(), f"{chapter}: a solution is open on arrival"
+    runs = [s for s in solutions if s.find_elements("css selector", ".cell")]
+    assert runs, f"{chapter}: no solution holds code"
+    solution = runs[0]
+    exercise = solution.find_element("xpath", "preceding::div[contains(@class, 'exercise')][1]")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'start'});", exercise)
+    name = chapter.replace("/", "__")
+    _screenshot(browser, f"{name}__exercise_folded")
+    solution.find_element("css selector", ".toggle-button").click()
+    WebDriverWait(browser, 10).until(lambda d: solution.find_element("css selector", "section").is_displayed())
+    assert solution.find_element("css selector", ".cell_input").is_displayed()
+    browser.execute_script("arguments[0].scrollIntoView({block: 'start'});", exercise)
+    _screenshot(browser, f"{name}__exercise_unfolded")
+
+
+API_PAGES = [page for page in PAGES if page.startswith("book/api/") and not page.endswith("/index")]
+
+
+def test_the_api_reference_has_a_page_per_part_of_advlib():
+    assert len(API_PAGES) >= 8, API_PAGES
+
+
+@pytest.mark.parametrize("page", API_PAGES)
+def test_api_page_shows_signatures_and_docstrings(browser, site, page):
+    _open(browser, site, page)
+    entries = browser.find_elements("css selector", "dl.py.function, dl.py.class")
+    assert entries, f"{page} documents no function or class"
+    for entry in entries:
+        term = entry.find_element("css selector", "dt")
+        signature = term.text
+        assert (term.get_attribute("id") or "").startswith("advlib.") and "(" in signature, \
+            f"{page}: {signature!r} is not a signature under advlib's public name"
+        assert entry.find_element("css selector", "dd").text.strip(), f"{page}: {signature!r} has no docstring"
+    full_page(browser, SCREENSHOTS / f"{page.replace('/', '__')}__full.png")

@@ -68,3 +68,21 @@ def test_no_raw_tex_outside_math(page):
     text = main.get_text(" ")
     match = RAW_TEX.search(text) or INLINE_DOLLARS.search(text)
     assert not match, f"{page}: TeX outside a math element: ...{text[max(0, match.start() - 60):match.end() + 60]}..."
+
+
+CHAPTERS = [page for page in PAGES if page.startswith("chapters/")]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_api_cross_reference_resolves(page):
+    """A ``{py:func}`` role whose target the API reference lacks renders as plain code, silently; here it fails."""
+    main = _main(page)
+    dangling = [code.get_text() for code in main.select("code.xref.py") if code.find_parent("a") is None]
+    assert not dangling, f"{page}: references to nothing in the API reference: {dangling}"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_links_the_functions_it_uses_to_the_api_reference(chapter):
+    links = {a["href"].split("#")[-1] for a in _main(chapter).select("a.reference.internal[href*='api/']")
+             if a.select_one("code.xref.py")}
+    assert links, f"{chapter} links no advlib function to the API reference"
