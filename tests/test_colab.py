@@ -1,7 +1,9 @@
 """A chapter as Colab runs it: a fresh virtual environment holding only a Jupyter kernel, a stand-in for
 Colab's ``google.colab`` module, and the chapter's own first cell installing advlib with ``%pip`` from a
-``git+file://`` URL of this repository (in place of the GitHub URL), so that only ``pyproject.toml``'s
-dependencies come in. The chapter must then run end to end in the quick profile, Colab's default.
+``git+file://`` URL of this repository (in place of the GitHub URL). Like Colab's image, the environment
+already holds torch and torchvision (linked from this one, with what they require); every other
+dependency must come from ``pyproject.toml``. The chapter must then run end to end in the quick profile,
+Colab's default.
 
 It fails when a dependency is missing from ``pyproject.toml``, when the install cell breaks, or when a
 chapter reaches for something only ``make env`` installs. ``git+file://`` installs the committed tree
@@ -13,9 +15,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import venv
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -43,14 +47,50 @@ def _colab_notebook(path: Path) -> dict:
     return notebook
 
 
+PREINSTALLED = ("torch", "torchvision")  # Colab's runtime has them; a fresh copy is gigabytes of CUDA
+
+
+def _distributions_with_requirements(names) -> set[str]:
+    """The installed distributions ``names`` and everything they require, transitively (extras aside)."""
+    found, todo = set(), list(names)
+    while todo:
+        name = re.sub(r"[-_.]+", "-", todo.pop()).lower()
+        if name in found:
+            continue
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        found.add(name)
+        todo += [re.match(r"[A-Za-z0-9._-]+", req).group(0) for req in dist.requires or [] if "extra ==" not in req]
+    return found
+
+
+def _preinstalled(site: Path) -> None:
+    """Links in ``site`` to this environment's torch and torchvision and what they require (and only
+    those), as Colab's image has them: advlib's other dependencies must come from its own install."""
+    site.mkdir()
+    for name in _distributions_with_requirements(PREINSTALLED):
+        dist = metadata.distribution(name)
+        tops = {Path(str(file)).parts[0] for file in dist.files or []}
+        for top in tops:
+            source = Path(dist.locate_file(top))
+            if source.exists() and not (site / top).exists() and top != "..":
+                (site / top).symlink_to(source)
+
+
 def test_a_chapter_runs_as_on_colab(tmp_path):
     nbclient = pytest.importorskip("nbclient")
     nbformat = pytest.importorskip("nbformat")
     env_dir = tmp_path / "colab-venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     python = env_dir / "bin" / "python"
-    # Colab's runtime brings a kernel; everything advlib needs must come from advlib's own install
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "ipykernel"], check=True)
+    _preinstalled(tmp_path / "preinstalled")
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    (Path(purelib) / "colab-preinstalled.pth").write_text(str(tmp_path / "preinstalled") + "\n")
+    # Colab's runtime brings a kernel and a recent pip; all else advlib needs comes from its own install
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--upgrade", "pip", "ipykernel"], check=True)
 
     colab = tmp_path / "colab-stand-in"  # the module Colab's runtime has loaded when a notebook starts
     (colab / "google" / "colab").mkdir(parents=True)
@@ -67,7 +107,7 @@ def test_a_chapter_runs_as_on_colab(tmp_path):
 
     work = tmp_path / "content"  # Colab's working folder: no advlib source next to the notebook
     work.mkdir()
-    notebook = nbformat.from_dict(_colab_notebook(CHAPTER))
+    notebook = nbformat.reads(json.dumps(_colab_notebook(CHAPTER)), as_version=4)
     old = os.environ.get("JUPYTER_PATH")
     os.environ["JUPYTER_PATH"] = str(tmp_path / "jupyter")
     try:
