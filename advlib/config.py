@@ -35,6 +35,7 @@ class Sizes:
     samples: int  # Monte Carlo samples (noise, smoothing)
 
     def as_dict(self) -> dict:
+        """The sizes as a plain dict, field name -> value."""
         return asdict(self)
 
 

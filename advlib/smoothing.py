@@ -1,12 +1,12 @@
 """Randomized smoothing: a classifier certified in L2 from any base classifier and Gaussian noise.
 
 Cohen, Rosenfeld and Kolter (2019, "Certified adversarial robustness via randomized smoothing") turn a
-base classifier f into the smoothed classifier
+base classifier f into the smoothed classifier::
 
     g(x) = argmax_c P(f(x + eps) = c),   eps ~ N(0, sigma^2 I)                          (their Eq. (1)).
 
 Their Theorem 1: if the top class c_A and a bound p_A <= P(f(x + eps) = c_A) satisfy p_A >= 1/2 (with
-p_B = 1 - p_A bounding every other class), then g(x + delta) = c_A for all ||delta||_2 < R with
+p_B = 1 - p_A bounding every other class), then g(x + delta) = c_A for all ||delta||_2 < R with::
 
     R = sigma / 2 * (Phi^-1(p_A) - Phi^-1(p_B)) = sigma * Phi^-1(p_A).
 

@@ -146,7 +146,7 @@ def get(name: str, profile: str | None = None, *, retrain: bool = False,
     Loads the cached weights when a valid cache file exists; otherwise trains the model (with a
     progress bar), writes the file atomically and returns it. ``retrain=True`` ignores the cache.
     A bad cache file is retrained and a cache that cannot be written still returns the model, each with a
-    warning naming the file or folder; two processes asking at once train the model once (see :func:`_obtain`).
+    warning naming the file or folder; two processes asking at once train the model once (see ``advlib.zoo._obtain``).
     """
     device = config.device() if device is None else device
     model, _ = _obtain(name, profile, retrain=retrain, device=device)

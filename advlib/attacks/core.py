@@ -150,7 +150,8 @@ def _check(model, x, y, options: dict, reals, positive, counts) -> dict:
 
 
 def margin(logits: torch.Tensor, y: torch.Tensor, *, targeted: bool = False, kappa: float = 0.0) -> torch.Tensor:
-    """Carlini-Wagner's margin per example (to be minimised; <= 0 once the attack succeeds, -kappa at best).
+    """Carlini and Wagner's margin f_6 per example (2017, Sec. V.A; to be minimised; <= 0 once the attack
+    succeeds, -kappa at best).
 
     Untargeted: max(Z_y - max_{j != y} Z_j, -kappa). Targeted (y = target t): max(max_{j != t} Z_j - Z_t, -kappa).
     Unchanged by adding a constant to every logit.
@@ -164,7 +165,7 @@ def margin(logits: torch.Tensor, y: torch.Tensor, *, targeted: bool = False, kap
 def dlr(logits: torch.Tensor, y: torch.Tensor, *, target: torch.Tensor | None = None) -> torch.Tensor:
     """Croce and Hein's Difference of Logits Ratio per example (2020, Eqs. (5) and (6)), to be *ascended*.
 
-    With z the logits, y the true class and z_pi1 >= z_pi2 >= ... the logits sorted decreasingly:
+    With z the logits, y the true class and z_pi1 >= z_pi2 >= ... the logits sorted decreasingly::
 
         DLR(x, y)      = -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + 1e-12)                 (Eq. 5)
         DLR_T(x, y, t) = -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12)                 (Eq. 6)

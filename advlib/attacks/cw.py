@@ -343,7 +343,7 @@ def cw_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, targeted: bool 
           abort_early: bool = True) -> torch.Tensor:
     """Carlini and Wagner's L2 attack (2017, Sec. V): the smallest L2 perturbation that changes the decision.
 
-    For each example it minimises, over w,
+    For each example it minimises, over w::
 
         ||x' - x||_2^2 + c * f(x'),    x' = (tanh(w) + 1) / 2,
 
@@ -387,7 +387,7 @@ def cw_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, targeted: boo
     """Carlini and Wagner's L_inf attack (2017, Sec. VI, "L_inf attack"): shrink a bound tau on every pixel.
 
     The L_inf norm is a poor objective for gradient descent (it moves one pixel at a time and oscillates),
-    so the paper penalises only the pixels beyond a bound tau, and repeats with smaller tau:
+    so the paper penalises only the pixels beyond a bound tau, and repeats with smaller tau::
 
         minimise  c * f(x') + sum_i max(0, |x'_i - x_i| - tau),    x' = (tanh(w) + 1) / 2,
 
@@ -399,12 +399,12 @@ def cw_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, targeted: boo
        tau, to the authors' tolerance). A run without success (``steps`` iterations, or stalled under
        ``abort_early``) doubles c (from ``c`` = 1e-5) and goes on from where it stopped, until c reaches
        ``c_max`` = 20.
-    2. On success, the solution's actual L_inf is tau' = max_i |x'_i - x_i|; set
+    2. On success, the solution's actual L_inf is tau' = ``max_i |x'_i - x_i|``; set
        tau <- min(tau, tau') * ``tau_decay`` (0.9), keep c, and go to 1 warm-started at the solution.
     3. Stop when some tau fails at every c (the last success is the answer), or once tau <= ``tau_min``.
 
     These are the paper's settings (tau decay 0.9, c from 1e-5 doubling up to 20, Adam step 5e-3, 1000
-    iterations per c, tau down to 1/256); "reduce tau when every |delta_i| < tau" is taken, as in the
+    iterations per c, tau down to 1/256); "reduce tau when every ``|delta_i|`` < tau" is taken, as in the
     authors' code, as tau <- min(tau, actual L_inf) * 0.9 after each success. ``abort_early`` also ends a
     run whose objective has stalled for ``steps // 10`` iterations, so a hopeless c is given up sooner.
     Each example has its own tau, c and warm start, and moves on without waiting for the others.
@@ -439,7 +439,7 @@ def cw_l0(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, targeted: bool 
        stops at its first success (Adam step ``lr`` = 1e-2).
     2. If every c fails, stop: the answer is the last success (``x`` unchanged if there was none).
     3. Otherwise, with delta = x' - x and g = grad f(x') (the unclamped margin's gradient at the
-       adversarial example), score each allowed pixel by the sum over its channels of |g_i delta_i| (the
+       adversarial example), score each allowed pixel by the sum over its channels of ``|g_i delta_i|`` (the
        paper's g_i . delta_i: its first-order share of the change in f), remove the lowest-scoring pixels
        from the allowed set, and go to 1.
 

@@ -264,7 +264,7 @@ def lbfgs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, targeted: bool 
 
     The paper's attack is targeted (``targeted=True``, ``y`` the targets l): it seeks the smallest
     perturbation that makes the classifier f output l, min ||r||_2 s.t. f(x + r) = l, x + r in [0,1]^m, and
-    approximates it by a penalty (its "box-constrained L-BFGS" problem): minimise
+    approximates it by a penalty (its "box-constrained L-BFGS" problem): minimise::
 
         c * ||r||_2^2 + loss_f(x + r, l)   subject to   x + r in [0,1]^m,
 
@@ -277,7 +277,7 @@ def lbfgs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, targeted: bool 
     a stationary point r != 0 of c ||r||_2 + loss_f is one of c' ||r||_2^2 + loss_f with
     c' = c / (2 ||r||_2) (the same KKT conditions), so both penalties trace the same perturbations as c
     varies, and the search below measures and keeps the plain ||r||_2. Each problem is solved by
-    :func:`minimize_box_lbfgs` (batched projected L-BFGS, ``steps`` iterations, memory ``history``)
+    ``advlib.attacks.lbfgs.minimize_box_lbfgs`` (batched projected L-BFGS, ``steps`` iterations, memory ``history``)
     over x' = x + r in the box [0,1], starting from x' = x.
 
     The search over c, per example and batched (the paper's "line-search" over c; the text says the

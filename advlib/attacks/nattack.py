@@ -63,7 +63,7 @@ def nattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, p
        mu <- mu - lr / (P sigma) sum_j A_j z_j (``lr`` the paper's learning rate eta).
 
     The image's point in tanh space, w: arctanh(2x - 1) is infinite at pixels of exactly 0 or 1, so it needs
-    its argument shrunk towards 0. The authors shrink by 1 - 1e-6, which puts such pixels at |w| ~ 7, where
+    its argument shrunk towards 0. The authors shrink by 1 - 1e-6, which puts such pixels at ``|w|`` ~ 7, where
     tanh is flat: a search of width sigma = 0.1 can never move them, and Fashion-MNIST's background is 0 (on
     the book's networks this halves the attack's success). Here 2x - 1 is shrunk by 1 - eps instead (by
     1 - 1e-6 when eps < 1e-6): the starting point (tanh(w) + 1) / 2 moves each pixel towards 1/2 by at most

@@ -47,7 +47,7 @@ def one_pixel(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, pixels: int
     is ``pixels`` tuples (row, column, value per channel); coordinates are continuous in [0, H] and [0, W]
     and floored when applied (H reads as the last row), values lie in [0, 1]. The initial population is
     the paper's: coordinates uniform over the image, values Gaussian N(128, 127) on the 0-255 scale, i.e.
-    N(0.5, 127/255) here, clipped to [0, 1]. Generation g+1 (Eq. 2, F = ``F``, no crossover):
+    N(0.5, 127/255) here, clipped to [0, 1]. Generation g+1 (Eq. 2, F = ``F``, no crossover)::
 
         X_i(g+1) = X_r1(g) + F (X_r2(g) - X_r3(g)),   r1, r2, r3, i distinct,
 

@@ -38,7 +38,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha
         loss: str = "ce", generator: torch.Generator | None = None, keep: str = "best") -> torch.Tensor:
     """Projected gradient ascent of Madry et al. 2017 (Sec. 2.1, on the inner maximisation of Eq. (2.1)).
 
-    Approximates max_{||delta|| <= eps, x + delta in [0,1]} L(x + delta, y) by ``steps`` iterations of
+    Approximates max_{||delta|| <= eps, x + delta in [0,1]} L(x + delta, y) by ``steps`` iterations of::
 
         x^{t+1} = Pi_{B(x, eps) cap [0,1]^d} (x^t + alpha * s^t),
 

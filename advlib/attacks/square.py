@@ -101,7 +101,7 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, no
 
     ``queries`` is each example's budget for one run, the evaluation of its initial point included; an
     example stops as soon as it is fooled. ``p_init`` is the fraction of the pixels the first windows
-    change (0 < p_init <= 1), halved on the paper's schedule (:func:`p_schedule`). Defaults are
+    change (0 < p_init <= 1), halved on the paper's schedule (``advlib.attacks.square.p_schedule``). Defaults are
     AutoAttack's "standard" Square: 5,000 queries, p_init = 0.8, one run, the margin loss (the paper's
     own experiments use p_init = 0.05 for Linf and 0.1 for L2 with 10,000 queries on ImageNet).
     ``restarts`` runs the attack again, from a fresh random start and with a fresh budget, on the

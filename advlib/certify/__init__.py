@@ -7,9 +7,9 @@
 - :func:`margin_bounds` (any of the three), :func:`robust_loss` (Wong and Kolter's Thm. 2) and
   :func:`certified_accuracy` over a dataset.
 
-The dual network and CROWN share one linear-relaxation backward pass (:mod:`.backward`); they differ in
+The dual network and CROWN share one linear-relaxation backward pass (``advlib.certify.backward``); they differ in
 the lower slope of a crossing ReLU. Supported models: ``nn.Sequential`` of ``nn.Linear``, ``nn.Conv2d``,
-``nn.ReLU``, ``nn.Flatten`` and :class:`advlib.models.Normalize` (:mod:`.network`).
+``nn.ReLU``, ``nn.Flatten`` and :class:`advlib.models.Normalize` (``advlib.certify.network``).
 """
 
 from .crown import crown_ibp_bounds

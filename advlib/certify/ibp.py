@@ -50,8 +50,9 @@ def folded_margins(steps: list, boxes: list, y: torch.Tensor) -> torch.Tensor:
 def ibp_bounds(model: nn.Module, x: torch.Tensor, eps: float,
                box: tuple[float, float] | None = (0.0, 1.0)) -> tuple[torch.Tensor, torch.Tensor]:
     """(lower, upper), each (N, K): interval bounds on the logits over the Linf ball of radius ``eps``
-    around each image of ``x``, intersected with ``box`` (None: the plain ball). On the model's device,
-    in eval mode; differentiable in the model's parameters."""
+    around each image of ``x``, intersected with ``box`` (None: the plain ball), by interval bound
+    propagation (Gowal et al. 2018, Eq. (6), layer by layer). On the model's device, in eval mode;
+    differentiable in the model's parameters."""
     check_certify_inputs(model, x, None, eps, box)
     x = x.to(model_device(model))
     with eval_mode(model):

@@ -45,7 +45,7 @@ def margin_bounds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
 
 def certified(bounds: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Boolean per example: is every margin bound J_j, j != y, > 0 (so that no point of the ball is
-    classified other than y)?"""
+    classified other than y; Wong and Kolter 2018, Thm. 1)?"""
     others = bounds.masked_fill(F.one_hot(y, bounds.shape[1]).bool(), float("inf"))
     return (others > 0).all(dim=1)
 

@@ -1,13 +1,13 @@
 """Defenses against adversarial examples.
 
-- :mod:`.adversarial_training`: Madry et al.'s PGD adversarial training and Wong, Rice and Kolter's
+- ``advlib.defenses.adversarial_training``: Madry et al.'s PGD adversarial training and Wong, Rice and Kolter's
   fast (FGSM with random start) adversarial training with its guard against catastrophic overfitting
   (its check, the accuracy under PGD, is :func:`advlib.evaluate.pgd_accuracy`).
-- :mod:`.certified_training`: certified training on the dual network's (Wong and Kolter), IBP's (Gowal et
+- ``advlib.defenses.certified_training``: certified training on the dual network's (Wong and Kolter), IBP's (Gowal et
   al.) or CROWN-IBP's (Zhang et al.) bounds, with the papers' eps ramps.
-- :mod:`.masking`: defenses that only mask gradients (Athalye et al. 2018): input quantization and
+- ``advlib.defenses.masking``: defenses that only mask gradients (Athalye et al. 2018): input quantization and
   Xie et al.'s random resizing and padding.
-- :mod:`.noise_training`: Cohen et al.'s Gaussian noise augmentation, the base classifier of randomized
+- ``advlib.defenses.noise_training``: Cohen et al.'s Gaussian noise augmentation, the base classifier of randomized
   smoothing (:mod:`advlib.smoothing`).
 """
 

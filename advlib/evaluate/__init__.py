@@ -15,13 +15,13 @@
   (Szegedy et al. 2013, Table 2, "cross-model generalization").
 - :func:`gradient_masking_checks`: the warning signs of obfuscated gradients (Athalye, Carlini and
   Wagner 2018, Sec. 3.1): unbounded PGD failing, black-box beating white-box, accuracy flat in eps,
-  zero input gradients; with AutoAttack's flags (:mod:`.sanity`: a randomized model, softmax outputs,
+  zero input gradients; with AutoAttack's flags (``advlib.evaluate.sanity``: a randomized model, softmax outputs,
   optimization at inference).
 - :func:`autoattack`: AutoAttack (Croce and Hein 2020), the standard evaluation of robust accuracy: APGD-CE,
   APGD-T, FAB-T and Square on the examples still standing, with a per-example and per-attack report.
 
 An attack, for these functions, is any callable ``attack(model, x, y) -> x_adv``; bind its other
-arguments by keyword with :func:`functools.partial`, e.g. ``partial(pgd, eps=0.1, alpha=0.01, steps=40)``.
+arguments by keyword with ``functools.partial``, e.g. ``partial(pgd, eps=0.1, alpha=0.01, steps=40)``.
 Plain arithmetic on predictions (accuracy, norms, intervals) is in :mod:`advlib.metrics`.
 
 Every function checks its inputs with :mod:`advlib.utils`' validators before any work: the model an

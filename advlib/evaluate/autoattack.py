@@ -19,7 +19,7 @@ the gradient averaged over 20 draws of the model (Expectation over Transformatio
 
 :func:`autoattack` returns an :class:`AutoAttackResult`: per example the worst-case image and which attack
 broke it; per attack the robust accuracy after it, its time and the model evaluations it spent per
-example attacked; and AutoAttack's sanity flags (:mod:`advlib.evaluate.sanity`, plus ``"square"``: the
+example attacked; and AutoAttack's sanity flags (``advlib.evaluate.sanity``, plus ``"square"``: the
 black box lowered the white-box attacks' robust accuracy by more than 0.2 points, a sign of masked
 gradients, or of white-box attacks too weak for this model).
 """
@@ -78,8 +78,8 @@ class AutoAttackResult(NamedTuple):
 def autoattack_suite(eps: float, *, norm: str = "linf", version: str = "standard", steps: int = 100,
                      targets: int = 9, queries: int = 5000, eot_iter: int = 20) -> dict:
     """AutoAttack's attacks as named callables ``attack(model, x, y, generator=None)``, in the order it runs
-    them, at the paper's settings by default (``steps``, ``targets``, ``queries``, ``eot_iter`` lower them
-    for a quick run)."""
+    them, at the paper's settings by default (Croce and Hein 2020, Sec. 4; ``steps``, ``targets``,
+    ``queries``, ``eot_iter`` lower them for a quick run)."""
     check_choice("version", version, VERSIONS)
     check_choice("norm", norm, ("linf", "l2"))
     if version == "rand":
@@ -94,10 +94,10 @@ def autoattack_suite(eps: float, *, norm: str = "linf", version: str = "standard
 def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf",
                version: str = "standard", steps: int = 100, targets: int = 9, queries: int = 5000,
                eot_iter: int = 20, batch_size: int = 500, seed: int = 0, desc: str = "AutoAttack") -> AutoAttackResult:
-    """AutoAttack's robust accuracy of ``model`` on (x, y) within the ``norm`` ball of radius ``eps`` (module
-    docstring): each attack of :func:`autoattack_suite` in turn on the examples still standing, in batches
-    of ``batch_size`` on the model's device. An attack's output counts only when the model misclassifies it
-    (checked here, not trusted). Returns an :class:`AutoAttackResult`.
+    """AutoAttack's robust accuracy of ``model`` on (x, y) within the ``norm`` ball of radius ``eps`` (Croce
+    and Hein 2020, Sec. 4; module docstring): each attack of :func:`autoattack_suite` in turn on the
+    examples still standing, in batches of ``batch_size`` on the model's device. An attack's output counts
+    only when the model misclassifies it (checked here, not trusted). Returns an :class:`AutoAttackResult`.
 
     ``version="standard"`` is the paper's (APGD-CE, APGD-T, FAB-T, Square); ``"rand"`` the one for randomized
     models (APGD-CE and APGD-DLR averaging ``eot_iter`` gradients per step). ``steps``, ``targets``,

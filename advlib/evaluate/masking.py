@@ -70,14 +70,14 @@ def gradient_masking_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, 
       below 1) it still keeps more than half the clean accuracy, flat;
     - ``"zero_gradient"``: the cross-entropy's gradient with respect to the input is (numerically) zero,
       largest entry <= 1e-12, on more than half of the examples (shattered gradients);
-    - AutoAttack's flags that need no attack (:mod:`advlib.evaluate.sanity`): ``"randomized"`` (two forward
+    - AutoAttack's flags that need no attack (``advlib.evaluate.sanity``): ``"randomized"`` (two forward
       passes disagree: evaluate with EOT), ``"softmax"`` (probabilities instead of logits) and ``"dynamic"``
       (the forward pass computes gradients).
 
     PGD is Linf, ``steps`` steps of 2.5 eps' / steps from a random start at each eps' of the grid (Madry et
     al.'s, :func:`advlib.attacks.pgd`), seeded by ``seed``. A flag is a warning, not a proof: ``masked`` is
     whether any check flags. An undefended model passes every check; a defense that only masks gradients
-    (:mod:`advlib.defenses.masking`) fails some. Returns a :class:`MaskingChecks`.
+    (``advlib.defenses.masking``) fails some. Returns a :class:`MaskingChecks`.
     """
     check_model(model)
     check_examples(x, y)

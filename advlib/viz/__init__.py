@@ -1,5 +1,5 @@
-"""What the book shows: figures in one style (:mod:`.figures`), sliders that work live and in the static
-book (:mod:`.sliders`), and tables rendered as tables, ours beside the paper's (:mod:`.tables`).
+"""What the book shows: figures in one style (``advlib.viz.figures``), sliders that work live and in the static
+book (``advlib.viz.sliders``), and tables rendered as tables, ours beside the paper's (``advlib.viz.tables``).
 """
 
 from .figures import (

@@ -224,10 +224,10 @@ def show_adversarial(x: torch.Tensor, x_adv: torch.Tensor, labels: Sequence[int]
     ``x`` and ``x_adv`` are batches (N,C,H,W) in [0,1] (at most ``ncols`` are drawn); ``labels`` and
     ``labels_adv`` the classes a model gives them, written over each image (an adversarial class that
     differs from the clean one in red). The third row draws delta = x_adv - x on one diverging colour
-    scale centred at zero for all panels (red: brighter, blue: darker), spanned by the largest |delta|
+    scale centred at zero for all panels (red: brighter, blue: darker), spanned by the largest ``|delta|``
     (a magnification when the perturbations are small; the colour bar gives the scale). Each panel is
     titled with its distortion sqrt(sum delta^2 / n) (Szegedy et al.'s measure, n values per image) and
-    its largest change |delta|_inf. ``row_labels`` names the three rows (e.g. "noisy" for random noise).
+    its largest change ``|delta|_inf``. ``row_labels`` names the three rows (e.g. "noisy" for random noise).
     Returns the figure.
     """
     use_style()
