@@ -21,7 +21,7 @@ API = ROOT / "book" / "api"
 
 # Page -> the modules it documents.
 PAGES = {
-    "attacks": ["advlib.attacks", "advlib.attacks.core"],
+    "attacks": ["advlib.attacks", "advlib.attacks.core", "advlib.attacks.suite"],
     "certify": ["advlib.certify"],
     "defenses": ["advlib.defenses"],
     "evaluate": ["advlib.evaluate"],
