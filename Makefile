@@ -54,7 +54,7 @@ book: data
 	$(MAKE) render
 
 # Render the book; chapters found in _build/.jupyter_cache (by the hash of their code) are not run again.
-render: mathjax
+render: env mathjax
 	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going
 	@echo
 	@echo "The book is in $(CURDIR)/_build/html/index.html"

@@ -14,7 +14,6 @@ the datasets and trained models come from this checkout's data folder, as Colab'
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -79,7 +78,7 @@ def _preinstalled(site: Path) -> None:
                 (site / top).symlink_to(source)
 
 
-def test_a_chapter_runs_as_on_colab(tmp_path):
+def test_a_chapter_runs_as_on_colab(tmp_path, monkeypatch):
     nbclient = pytest.importorskip("nbclient")
     nbformat = pytest.importorskip("nbformat")
     env_dir = tmp_path / "colab-venv"
@@ -108,16 +107,9 @@ def test_a_chapter_runs_as_on_colab(tmp_path):
     work = tmp_path / "content"  # Colab's working folder: no advlib source next to the notebook
     work.mkdir()
     notebook = nbformat.reads(json.dumps(_colab_notebook(CHAPTER)), as_version=4)
-    old = os.environ.get("JUPYTER_PATH")
-    os.environ["JUPYTER_PATH"] = str(tmp_path / "jupyter")
-    try:
-        nbclient.NotebookClient(notebook, kernel_name="colab", timeout=1200,
-                                resources={"metadata": {"path": str(work)}}).execute()
-    finally:
-        if old is None:
-            os.environ.pop("JUPYTER_PATH")
-        else:
-            os.environ["JUPYTER_PATH"] = old
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))  # where the "colab" kernel is found
+    nbclient.NotebookClient(notebook, kernel_name="colab", timeout=1200,
+                            resources={"metadata": {"path": str(work)}}).execute()
 
     printed = "".join(output.get("text", "") for output in notebook.cells[-1].outputs)
     where, profile = printed.split("ADVLIB ", 1)[1].split()
