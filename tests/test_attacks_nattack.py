@@ -175,3 +175,28 @@ def test_gaussians_are_standard_normal_and_depend_only_on_their_counter():
     assert z.shape == (600, 101) and abs(z.mean().item()) < 0.02 and abs(z.std().item() - 1) < 0.02
     assert torch.equal(_gaussians(seeds[250:251], 5, slots[250:251], 101), z[250:251])
     assert not torch.equal(_gaussians(seeds, 6, slots, 101), z)
+
+
+def test_gaussians_are_box_muller_on_the_hashed_counters():
+    """Row r, component m of :func:`_gaussians` from its definition, in plain Python: the hash chain of
+    (seed, iteration, slot, component), its top 24 bits as u = (bits + 1/2) / 2^24, then Box-Muller."""
+    import math
+
+    from advlib.attacks.one_pixel import _mix
+
+    def hashed(*keys):
+        v = torch.tensor([keys[0] ^ 0x9E3779B9])
+        for key in keys[1:]:
+            v = _mix(v) ^ key
+        return _mix(v).item()
+
+    seeds, slots, d = torch.tensor([7, 2**32 - 5]), torch.tensor([0, 3]), 9
+    z = _gaussians(seeds, 4, slots, d, torch.float64)
+    half = (d + 1) // 2
+    for r in range(2):
+        for m in range(d):
+            first = m if m < half else m - half
+            u, v = ((hashed(int(seeds[r]), 4, int(slots[r]), c) >> 8) / 2**24 + 0.5 / 2**24
+                    for c in (first, first + half))
+            trig = math.cos if m < half else math.sin
+            assert z[r, m].item() == pytest.approx(math.sqrt(-2 * math.log(u)) * trig(2 * math.pi * v), abs=1e-12)

@@ -283,3 +283,21 @@ def test_success_rate_at_least_torchattacks(trained, fashion_test):
     fooled = {"ours": int((predict(model, ours) != y).sum()), "theirs": int((predict(model, theirs) != y).sum())}
     # measured (NumPy seeds and our seeds 0-2): ours 11 of 20 each time, torchattacks 10 or 11
     assert fooled["ours"] >= fooled["theirs"] - 1 and fooled["ours"] >= 8, fooled
+
+
+def _mix_by_hand(v: int) -> int:
+    "The 32-bit mixing hash on a Python integer, step by step from its definition."
+    for _ in range(2):
+        v = (((v >> 16) ^ v) * 0x45D9F3B) % 2**32
+    return (v >> 16) ^ v
+
+
+def test_mix_is_the_32_bit_hash_and_leaves_its_argument_alone():
+    from advlib.attacks.one_pixel import _mix
+
+    v = torch.cat([torch.randint(0, 2**32, (200,), generator=seeded()), torch.tensor([0, 1, 2**32 - 1])])
+    kept = v.clone()
+    mixed = _mix(v)
+    assert torch.equal(v, kept)  # the in-place steps work on a copy
+    assert mixed.tolist() == [_mix_by_hand(value) for value in v.tolist()]
+    assert mixed.unique().numel() == v.unique().numel()  # a bijection: no two values collide

@@ -166,7 +166,10 @@ def _gaussians(seeds: torch.Tensor, iteration: int, slots: torch.Tensor, d: int,
     v = _mix(v ^ (iteration & _MASK))
     v = _mix(v ^ slots)
     v = _mix(v[:, None] ^ torch.arange(2 * half, device=seeds.device)[None, :])
-    u = ((v >> 8).to(dtype) + 0.5) / 2.0**24
-    radius = (-2 * u[:, :half].log()).sqrt()
-    angle = (2 * math.pi) * u[:, half:]
-    return torch.cat([radius * angle.cos(), radius * angle.sin()], dim=1)[:, :d]
+    u = v.bitwise_right_shift_(8).to(dtype).add_(0.5).div_(2.0**24)  # in place: P x d values per image
+    radius = u[:, :half].log().mul_(-2).sqrt_()
+    angle = u[:, half:].mul(2 * math.pi)
+    out = torch.empty(len(seeds), 2 * half, dtype=dtype, device=seeds.device)
+    torch.mul(radius, angle.cos(), out=out[:, :half])
+    torch.mul(radius, angle.sin_(), out=out[:, half:])
+    return out[:, :d]

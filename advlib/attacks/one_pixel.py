@@ -116,10 +116,14 @@ def _record_best(best: torch.Tensor, active: torch.Tensor, pop: torch.Tensor, fi
 
 
 def _mix(v: torch.Tensor) -> torch.Tensor:
-    """A 32-bit integer mixing hash (a bijection on [0, 2^32)), in int64 so no product overflows."""
-    v = (((v >> 16) ^ v) * 0x45D9F3B) & _MASK
-    v = (((v >> 16) ^ v) * 0x45D9F3B) & _MASK
-    return (v >> 16) ^ v
+    """A 32-bit integer mixing hash (a bijection on [0, 2^32)), in int64 so no product overflows:
+    v <- ((v >> 16) ^ v) * 0x45D9F3B mod 2^32, twice, then (v >> 16) ^ v. The argument is left as it was; the
+    steps work in place on a new tensor (the hash runs over every candidate's every pixel)."""
+    v = (v >> 16) ^ v
+    v.mul_(0x45D9F3B).bitwise_and_(_MASK)
+    v = (v >> 16).bitwise_xor_(v)
+    v.mul_(0x45D9F3B).bitwise_and_(_MASK)
+    return (v >> 16).bitwise_xor_(v)
 
 
 def _uniforms(seeds: torch.Tensor, generation: int, slots: torch.Tensor, components: torch.Tensor) -> torch.Tensor:
@@ -129,7 +133,7 @@ def _uniforms(seeds: torch.Tensor, generation: int, slots: torch.Tensor, compone
     v = _mix(v ^ (generation & _MASK))
     v = _mix(v[:, None] ^ slots[None, :])
     v = _mix(v[:, :, None] ^ components[None, None, :])
-    return (v.double() + 0.5) / 2.0**32
+    return v.double().add_(0.5).div_(2.0**32)
 
 
 def _distinct_indices(u: torch.Tensor) -> tuple[torch.Tensor, ...]:
