@@ -4,6 +4,8 @@
   their random-projection estimate (Wong, Schmidt, Metzen and Kolter 2018, Sec. 3.2).
 - :func:`ibp_bounds`, :func:`ibp_margin_bounds`: interval bound propagation (Gowal et al. 2018, Eq. (6)).
 - :func:`crown_ibp_bounds`: CROWN-IBP (Zhang et al. 2020, Sec. 3).
+- :func:`exact_margins`: the exact smallest margins of a small ReLU network, by mixed-integer linear programming
+  (Tjeng, Xiao and Tedrake 2019), between the bounds above and what attacks find.
 - :func:`margin_bounds` (any of the three), :func:`robust_loss` (Wong and Kolter's Thm. 2) and
   :func:`certified_accuracy` over a dataset.
 
@@ -14,8 +16,9 @@ the lower slope of a crossing ReLU. Supported models: ``nn.Sequential`` of ``nn.
 
 from .crown import crown_ibp_bounds
 from .dual import dual_bounds
+from .exact import ExactMargins, exact_margins
 from .ibp import ibp_bounds, ibp_margin_bounds
 from .losses import METHODS, certified, certified_accuracy, margin_bounds, robust_loss
 
-__all__ = ["METHODS", "certified", "certified_accuracy", "crown_ibp_bounds", "dual_bounds", "ibp_bounds",
-           "ibp_margin_bounds", "margin_bounds", "robust_loss"]
+__all__ = ["METHODS", "ExactMargins", "certified", "certified_accuracy", "crown_ibp_bounds", "dual_bounds",
+           "exact_margins", "ibp_bounds", "ibp_margin_bounds", "margin_bounds", "robust_loss"]

@@ -32,7 +32,7 @@ import torch
 from .backward import Relaxation, relaxation
 from .network import RELU
 
-__all__ = ["cauchy", "dual_relaxations"]
+__all__ = ["cauchy", "dual_layer_bounds", "dual_relaxations"]
 
 
 def cauchy(shape: tuple[int, ...], generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
@@ -67,10 +67,24 @@ def dual_relaxations(steps: list, centre: torch.Tensor, radius: torch.Tensor, pr
     """The dual network's ReLU relaxation at every ReLU of ``steps``, from its layer-by-layer bounds over
     the input box centre +- radius: exact (``projections=None``) or estimated with ``projections`` Cauchy
     projections per source drawn from ``generator`` (see the module docstring)."""
+    return _dual_pass(steps, centre, radius, projections, generator)[0]
+
+
+def dual_layer_bounds(steps: list, centre: torch.Tensor,
+                      radius: torch.Tensor) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """The dual network's bounds (lower, upper) on the input of every ReLU of ``steps`` (keyed by its position),
+    each (N, *shape), over the input box centre +- radius (Wong and Kolter 2018, Alg. 1): sound and at least
+    as tight as interval arithmetic on the first ReLU layer; the big-M constants of exact verification."""
+    return _dual_pass(steps, centre, radius, None, None)[1]
+
+
+def _dual_pass(steps, centre, radius, projections, generator):
+    """(relaxations, bounds) of :func:`dual_relaxations` and :func:`dual_layer_bounds`, in one pass."""
     relus = [i for i, step in enumerate(steps) if step is RELU]
     relaxations: dict[int, Relaxation] = {}
+    bounds: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     if not relus:
-        return relaxations
+        return relaxations, bounds
     if projections is None:
         identity = torch.eye(centre[0].numel(), dtype=centre.dtype, device=centre.device)
         sources = [_Source(identity.view(1, -1, *centre.shape[1:]), radius.flatten(1))]
@@ -91,7 +105,8 @@ def dual_relaxations(steps: list, centre: torch.Tensor, radius: torch.Tensor, pr
         for source in sources:
             source.gather()
         spread = exact_radius if exact_radius is not None else sum(source.spread() for source in sources)
-        relaxations[i] = relax = relaxation(middle - spread, middle + spread, "dual")
+        bounds[i] = (middle - spread, middle + spread)
+        relaxations[i] = relax = relaxation(*bounds[i], "dual")
         if i == relus[-1]:
             break
         half_gap = relax.intercept / 2
@@ -103,7 +118,7 @@ def dual_relaxations(steps: list, centre: torch.Tensor, radius: torch.Tensor, pr
         if gaps is not None:
             sources.append(gaps)
         exact_radius = None
-    return relaxations
+    return relaxations, bounds
 
 
 def _crossing_rows(half_gap: torch.Tensor) -> _Source | None:
