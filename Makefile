@@ -73,12 +73,12 @@ browser-test: browser env
 	ADVLIB_REQUIRE_BOOK=1 $(PY) -m pytest -n 2 tests/browser
 
 # lint; every chapter under nbval and the unit tests, on both cores (one thread each, the longest chapters
-# first); each chapter runs once: chapters/conftest.py hands its outputs to the book's cache, the book is
-# rendered from them and opened in Chromium.
+# first: chapters/durations.json); each chapter runs once: chapters/conftest.py hands its outputs to the
+# book's cache, the book is rendered from them and opened in Chromium.
 test: data lint browser
 	rm -rf _build/.jupyter_cache
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile chapters tests \
-	  --nbval-lax --nbval-current-env --ignore=tests/browser
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder \
+	  chapters tests --nbval-lax --nbval-current-env --ignore=tests/browser
 	$(MAKE) render
 	$(MAKE) browser-test
 

@@ -17,16 +17,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "_build" / ".jupyter_cache"
-RECORDED = ROOT / "benchmarks" / "results" / "reproduce-quick-vm.json"
+DURATIONS = Path(__file__).with_name("durations.json")  # seconds per chapter in make test, measured
 _runs: dict[str, dict] = {}  # notebook path -> {"notebook", "cells", "passed", "failed", "start"}
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """Chapters first, the longest (by their recorded quick-profile time) first, then the unit tests: with
-    ``pytest -n 2 --dist loadfile`` the two workers take whole files in this order and finish together."""
-    seconds = {}
-    if RECORDED.exists():
-        seconds = {stem: run["seconds"] for stem, run in json.loads(RECORDED.read_text())["chapters"].items()}
+    """Chapters first, the longest (by ``durations.json``, measured in ``make test``) first, then the unit
+    tests. ``pytest -n 2 --dist loadfile --no-loadscope-reorder`` hands whole files to the two workers in this
+    order, each taking the next when it is done (without ``--no-loadscope-reorder``, pytest-xdist would
+    reorder the files by their number of tests, that is of cells): the longest-first rule, which keeps the
+    two workers finishing together."""
+    seconds = json.loads(DURATIONS.read_text())["seconds"] if DURATIONS.exists() else {}
 
     def order(item):
         path = Path(str(item.path))

@@ -197,3 +197,11 @@ def test_chapter_says_how_long_it_takes_in_each_profile(chapter):
     assert line, f"{chapter.name}: the opening cell has no '**Run time.**' line"
     assert "quick profile" in line.lower() and "full profile" in line.lower(), f"{chapter.name}: {line}"
     assert re.search(r"\d+ (s|min)", line), f"{chapter.name} gives no measured time: {line}"
+
+
+def test_every_chapter_has_a_measured_duration_for_the_test_order():
+    """``make test`` starts the longest chapters first, by ``chapters/durations.json``: a chapter missing
+    there would start last, after the unit tests, and run alone at the end."""
+    seconds = json.loads((ROOT / "chapters" / "durations.json").read_text())["seconds"]
+    assert sorted(seconds) == [path.stem for path in CHAPTERS]
+    assert all(isinstance(value, (int, float)) and value > 0 for value in seconds.values())
