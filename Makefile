@@ -68,9 +68,8 @@ unit: data
 notebooks: data
 	$(PY) -m pytest --nbval-lax --nbval-current-env chapters
 
-# Two Chromiums, one per pytest-xdist worker, share the pages.
 browser-test: browser env
-	ADVLIB_REQUIRE_BOOK=1 $(PY) -m pytest -n 2 tests/browser
+	ADVLIB_REQUIRE_BOOK=1 $(PY) -m pytest tests/browser
 
 # lint; every chapter under nbval and the unit tests, on both cores (one thread each, the longest chapters
 # first: chapters/durations.json); each chapter runs once: chapters/conftest.py hands its outputs to the
