@@ -41,6 +41,7 @@ from torch import nn
 from ..utils import check_real, eval_mode, model_device
 from .ibp import folded_margins, interval_boxes
 from .layer_bounds import dual_layer_bounds
+from .losses import certified
 from .network import RELU, check_certify_inputs, input_region, layers
 
 __all__ = ["ExactMargins", "exact_margins"]
@@ -70,18 +71,12 @@ class ExactMargins(NamedTuple):
     @property
     def robust(self) -> torch.Tensor:
         """Per example: proven robust (every margin j != y above 0)."""
-        return _others(self.margins, self.labels).amin(dim=1) > 0
+        return certified(self.margins, self.labels)
 
     @property
     def broken(self) -> torch.Tensor:
         """Per example: an adversarial example was found (``witness``): some margin at a real point <= 0."""
-        return _others(self.upper, self.labels).amin(dim=1) <= 0
-
-
-def _others(values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """(N, K) with the j = y column replaced by +inf, for minima over j != y."""
-    mine = torch.nn.functional.one_hot(labels.to(values.device), values.shape[1]).bool()
-    return values.masked_fill(mine, float("inf"))
+        return ~certified(self.upper, self.labels)
 
 
 def exact_margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *,
@@ -119,7 +114,7 @@ def exact_margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
     status, binaries, seconds = [], torch.zeros(len(x), dtype=torch.long), torch.zeros(len(x), dtype=torch.float64)
     for n in range(len(x)):
         bounds = ((centre[n] - radius[n]).flatten().numpy(), (centre[n] + radius[n]).flatten().numpy())
-        program = _Program(steps, maps, _unit_bounds(steps, boxes, dual, n), bounds, fix_stable)
+        program = _Program(steps, maps, _unit_bounds(steps, boxes, dual, n, bounds), bounds, fix_stable)
         binaries[n] = program.binaries
         timed_out, best = False, (float("inf"), None)
         for j in range(num_classes):
@@ -133,11 +128,11 @@ def exact_margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
             timed_out |= result.status == 1
             # stopped before any point was found: the image itself is one (every point of the region is)
             point = x64[n] if result.x is None else torch.from_numpy(result.x[:program.inputs]).view_as(x64[n])
-            margins[n, j] = result.fun if result.status == 0 else _dual_value(result, fallback[n, j])
             with torch.no_grad():
                 logits = exact(point[None])[0]
             upper[n, j] = logits[int(y[n])] - logits[j]
-            margins[n, j] = min(margins[n, j].item(), upper[n, j].item())  # HiGHS's gap, not a wrong bound
+            lower = result.fun if result.status == 0 else _dual_value(result, fallback[n, j])
+            margins[n, j] = min(lower, upper[n, j].item())  # HiGHS's gap, not a wrong bound
             if upper[n, j] < best[0]:
                 best = (upper[n, j].item(), point)
         status.append("time limit" if timed_out else "optimal")
@@ -166,14 +161,14 @@ def _affine_map(step) -> tuple[sparse.csr_array, np.ndarray]:
     return sparse.csr_array(columns.T.numpy()), bias.numpy()
 
 
-def _unit_bounds(steps, boxes, dual, n) -> list[tuple[np.ndarray, np.ndarray]]:
+def _unit_bounds(steps, boxes, dual, n, input_bounds) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per step, the bounds (lower, upper) of its output for example n: interval arithmetic's, tightened by the
     dual network's where the next step is a ReLU whose input bounds it gives (a ReLU's output: its input's
-    bounds clamped at 0)."""
+    bounds, ``input_bounds`` for a first step, clamped at 0)."""
     out = []
     for i, step in enumerate(steps):
         if step is RELU:
-            lower, upper = out[-1] if out else (boxes[0][0][n] - boxes[0][1][n], boxes[0][0][n] + boxes[0][1][n])
+            lower, upper = out[-1] if out else input_bounds
             out.append((np.maximum(lower, 0.0), np.maximum(upper, 0.0)))
             continue
         centre, radius = boxes[i + 1]
