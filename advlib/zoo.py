@@ -63,6 +63,9 @@ RECIPES: dict[str, Recipe] = {
                      description="Szegedy et al.'s FC10(1): softmax on pixels, weight decay 1"),
     "fc100-100-10": Recipe("fc100-100-10", weight_decay=1e-5, arch_kwargs={"activation": "sigmoid"},
                            description="Szegedy et al.'s FC100-100-10: sigmoid network, weight decay 1e-5"),
+    "fc100-100-10-relu": Recipe("fc100-100-10", weight_decay=1e-5, arch_kwargs={"activation": "relu"},
+                                description="a ReLU network with two hidden layers of 100 units, trained "
+                                            "normally (chapter 15's network to verify exactly)"),
     "fc200-200-10": Recipe("fc200-200-10", weight_decay=1e-5, arch_kwargs={"activation": "sigmoid"},
                            description="Szegedy et al.'s FC200-200-10: sigmoid network, weight decay 1e-5"),
     "ae400-10": Recipe("ae400-10", trainer="autoencoder", weight_decay=1e-6,

@@ -15,8 +15,10 @@ from torch import nn
 
 from advlib import certify
 from advlib.attacks import pgd
+from advlib.models import Normalize
 
 TOL = 1e-5
+_ORIGINAL_SOLVE = certify.exact._Program.solve
 
 
 def seeded_net(*widths: int, seed: int = 0) -> nn.Sequential:
@@ -132,6 +134,51 @@ def test_the_ablations_give_the_same_margins_with_more_binaries():
     every = certify.exact_margins(model, x, y, 0.05, big_m="ibp", fix_stable=False)
     assert torch.allclose(ours.margins, ibp.margins, atol=TOL) and torch.allclose(ours.margins, every.margins, atol=TOL)
     assert (ours.binaries <= ibp.binaries).all() and (every.binaries == 32).all()
+    assert torch.equal(certify.unstable_relus(model, x, 0.05), ours.binaries)
+    assert torch.equal(certify.unstable_relus(model, x, 0.05, big_m="ibp"), ibp.binaries)
+
+
+def test_the_smallest_margin_alone_is_the_same_for_fewer_programs(monkeypatch):
+    model = seeded_net(36, 16, 16, 5, seed=3)
+    x = torch.rand(6, 1, 6, 6, generator=torch.Generator().manual_seed(4))
+    y = torch.arange(6) % 5
+    every = certify.exact_margins(model, x, y, 0.05)
+    solved = []
+
+    def counting(self, *args, relax=False, **kwargs):
+        solved.append(relax)
+        return _ORIGINAL_SOLVE(self, *args, relax=relax, **kwargs)
+
+    monkeypatch.setattr(certify.exact._Program, "solve", counting)
+    smallest = certify.exact_margins(model, x, y, 0.05, smallest_only=True)
+    others = torch.nn.functional.one_hot(y, 5).bool()
+    low = smallest.margins.masked_fill(others, float("inf")).amin(dim=1)
+    assert torch.allclose(low, every.margins.masked_fill(others, float("inf")).amin(dim=1), atol=TOL)
+    assert (smallest.margins <= every.margins + TOL).all()  # the other classes: sound relaxed bounds
+    assert (smallest.upper + TOL >= every.margins).all()
+    assert torch.equal(smallest.robust, every.robust) and torch.equal(smallest.broken, every.broken)
+    assert solved.count(True) == 6 * 4 and solved.count(False) < 6 * 4  # fewer integer programs
+
+
+def test_the_layers_between_relus_are_composed():
+    """A Normalize and a Flatten before the first Linear cost no rows: the same margins as without them."""
+    torch.manual_seed(0)
+    inner = seeded_net(36, 16, 16, 5, seed=3)
+    mean, std = 0.3, 0.5
+    wrapped = nn.Sequential(Normalize([mean], [std]), *inner).eval()
+    plain = nn.Sequential(nn.Flatten(), nn.Linear(36, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(),
+                          nn.Linear(16, 5)).eval()
+    with torch.no_grad():  # fold the normalisation into the first layer
+        plain[1].weight.copy_(inner[1].weight / std)
+        plain[1].bias.copy_(inner[1].bias - inner[1].weight.sum(dim=1) * mean / std)
+        plain[3].load_state_dict(inner[3].state_dict()), plain[5].load_state_dict(inner[5].state_dict())
+    x = torch.rand(3, 1, 6, 6, generator=torch.Generator().manual_seed(4))
+    y = torch.arange(3)
+    assert torch.allclose(certify.exact_margins(wrapped, x, y, 0.05).margins,
+                          certify.exact_margins(plain, x, y, 0.05).margins, atol=1e-4)
+    with torch.no_grad():
+        blocks = certify.exact._blocks(certify.network.layers(wrapped.double(), x[:1].double()))
+    assert len(blocks) == 5  # affine, ReLU, affine, ReLU, affine
 
 
 def test_a_time_limit_keeps_a_sound_interval():

@@ -44,7 +44,7 @@ from .layer_bounds import dual_layer_bounds
 from .losses import certified
 from .network import RELU, check_certify_inputs, input_region, layers
 
-__all__ = ["ExactMargins", "exact_margins"]
+__all__ = ["ExactMargins", "exact_margins", "unstable_relus"]
 
 BIG_M = ("dual", "ibp")  # where the pre-activation bounds (the big-M constants) come from
 GAP = 1e-6  # HiGHS's relative gap; its absolute gap is 1e-6 by default
@@ -81,12 +81,19 @@ class ExactMargins(NamedTuple):
 
 def exact_margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *,
                   box: tuple[float, float] | None = (0.0, 1.0), time_limit: float = 60.0, big_m: str = "dual",
-                  fix_stable: bool = True) -> ExactMargins:
+                  fix_stable: bool = True, smallest_only: bool = False) -> ExactMargins:
     """The exact smallest margins f_y(x') - f_j(x') over the Linf ball of radius ``eps`` around each image of
     ``x`` intersected with ``box`` (None: the plain ball), by the mixed-integer program of Tjeng, Xiao and
     Tedrake (2019, Eq. (5)), solved by HiGHS (``scipy.optimize.milp``): one program per example and class
     j != y, each stopped after ``time_limit`` seconds. Returns an :class:`ExactMargins`, whose ``margins``
     (N, K) are shaped like :func:`dual_bounds`' and never below them.
+
+    ``smallest_only=True`` wants only each example's smallest margin over j != y (what decides robustness):
+    it solves the linear relaxation of every class's program first (a lower bound, and its point of the ball
+    an upper one), then the programs themselves in the order of their relaxed values, until the next
+    relaxed value is no smaller than the smallest margin found at a point. The smallest margin is then exact
+    (where no program ran out of time); the other classes keep their relaxed bounds, which are proven but
+    not exact. On networks whose relaxation is tight this solves one or two programs instead of K - 1.
 
     ``big_m="dual"`` takes the pre-activation bounds, unit by unit, as the tighter of interval arithmetic and
     the dual network's; ``"ibp"`` interval arithmetic alone. ``fix_stable=False`` gives every ReLU unit a
@@ -95,51 +102,88 @@ def exact_margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
     """
     check_certify_inputs(model, x, y, eps, box)
     time_limit = check_real("time_limit", time_limit, strict=True)
-    if big_m not in BIG_M:
-        raise ValueError(f"big_m must be one of {BIG_M}, got {big_m!r}")
     device = model_device(model)
     exact = copy.deepcopy(model).double().to("cpu")  # the programs in float64, from the same weights
     x64, y = x.detach().to("cpu", torch.float64), y.to("cpu")
-    with eval_mode(exact), torch.no_grad():
-        steps = layers(exact, x64[:1])
-        centre, radius = input_region(x64, eps, box)
-        boxes = interval_boxes(steps, centre, radius)
-        dual = dual_layer_bounds(steps, centre, radius) if big_m == "dual" else {}
+    steps, centre, radius, boxes, blocks, dual = _setup(exact, x64, eps, box, big_m)
+    with torch.no_grad():
         fallback = folded_margins(steps, boxes, y)  # interval bounds: a program stopped early is no worse
-        maps = [None if step is RELU else _affine_map(step) for step in steps]
     num_classes = boxes[-1][0].shape[1]
     margins = torch.zeros(len(x), num_classes, dtype=torch.float64)
     upper = torch.zeros_like(margins)
     witness = x.detach().clone()
     status, binaries, seconds = [], torch.zeros(len(x), dtype=torch.long), torch.zeros(len(x), dtype=torch.float64)
+
+    def run(n, program, j, relax):
+        """Solve one program (or its relaxation); record its bounds; return the point it found."""
+        started = time.perf_counter()
+        result = program.solve(int(y[n]), j, time_limit, relax=relax)
+        seconds[n] += time.perf_counter() - started
+        if result.status not in (0, 1):
+            raise RuntimeError(f"HiGHS could not solve example {n}, class {j}: {result.message}")
+        # stopped before any point was found: the image itself is one (every point of the region is)
+        point = x64[n] if result.x is None else torch.from_numpy(result.x[:program.inputs]).view_as(x64[n])
+        with torch.no_grad():
+            logits = exact(point[None])[0]
+        upper[n, j] = logits[int(y[n])] - logits[j]
+        lower = result.fun if result.status == 0 else _dual_value(result, fallback[n, j])
+        margins[n, j] = min(max(lower, fallback[n, j].item()), upper[n, j].item())  # HiGHS's gap, not a wrong bound
+        return point, result.status == 1
+
     for n in range(len(x)):
         bounds = ((centre[n] - radius[n]).flatten().numpy(), (centre[n] + radius[n]).flatten().numpy())
-        program = _Program(steps, maps, _unit_bounds(steps, boxes, dual, n, bounds), bounds, fix_stable)
+        program = _Program(blocks, _unit_bounds(blocks, boxes, dual, n, bounds), bounds, fix_stable)
         binaries[n] = program.binaries
-        timed_out, best = False, (float("inf"), None)
-        for j in range(num_classes):
-            if j == int(y[n]):
-                continue
-            started = time.perf_counter()
-            result = program.solve(int(y[n]), j, time_limit)
-            seconds[n] += time.perf_counter() - started
-            if result.status not in (0, 1):
-                raise RuntimeError(f"HiGHS could not solve example {n}, class {j}: {result.message}")
-            timed_out |= result.status == 1
-            # stopped before any point was found: the image itself is one (every point of the region is)
-            point = x64[n] if result.x is None else torch.from_numpy(result.x[:program.inputs]).view_as(x64[n])
-            with torch.no_grad():
-                logits = exact(point[None])[0]
-            upper[n, j] = logits[int(y[n])] - logits[j]
-            lower = result.fun if result.status == 0 else _dual_value(result, fallback[n, j])
-            margins[n, j] = min(lower, upper[n, j].item())  # HiGHS's gap, not a wrong bound
-            if upper[n, j] < best[0]:
-                best = (upper[n, j].item(), point)
+        others = [j for j in range(num_classes) if j != int(y[n])]
+        points = {}
+        if smallest_only:
+            points = {j: run(n, program, j, relax=True)[0] for j in others}
+            others.sort(key=lambda j: margins[n, j].item())
+        timed_out = False
+        for j in others:
+            if smallest_only and margins[n, j] >= upper[n, others].min():
+                break  # this class's margin, and every later one's, is no smaller than one found at a point
+            points[j], stopped = run(n, program, j, relax=False)
+            timed_out |= stopped
         status.append("time limit" if timed_out else "optimal")
-        if best[1] is not None:
-            witness[n] = best[1].to(witness.dtype)
+        worst = min(points, key=lambda j: upper[n, j].item())
+        witness[n] = points[worst].to(witness.dtype)
     return ExactMargins(margins.to(device, x.dtype), upper.to(device, x.dtype), witness.to(device), status,
                         binaries, seconds, y.to(device))
+
+
+def unstable_relus(model: nn.Module, x: torch.Tensor, eps: float, *, box: tuple[float, float] | None = (0.0, 1.0),
+                   big_m: str = "dual") -> torch.Tensor:
+    """Per example (N,), the ReLU units whose pre-activation bounds over the ball cross zero (l < 0 < u): the
+    binaries of its :func:`exact_margins` programs (Tjeng et al. 2019, Sec. 4.1), with the same bounds
+    (``big_m``: the tighter of interval arithmetic and the dual network's, or ``"ibp"`` interval arithmetic
+    alone)."""
+    check_certify_inputs(model, x, None, eps, box)
+    exact = copy.deepcopy(model).double().to("cpu")
+    x64 = x.detach().to("cpu", torch.float64)
+    _, centre, radius, boxes, blocks, dual = _setup(exact, x64, eps, box, big_m)
+    counts = torch.zeros(len(x), dtype=torch.long)
+    for n in range(len(x)):
+        bounds = ((centre[n] - radius[n]).flatten().numpy(), (centre[n] + radius[n]).flatten().numpy())
+        units = _unit_bounds(blocks, boxes, dual, n, bounds)
+        for i, block in enumerate(blocks):
+            if block is RELU:
+                lower, upper = units[i - 1] if i else bounds
+                counts[n] += int(((lower < 0) & (upper > 0)).sum())
+    return counts
+
+
+def _setup(exact: nn.Module, x64: torch.Tensor, eps: float, box, big_m: str):
+    """The float64 network's steps, the input region, its interval boxes, the composed blocks and the dual
+    network's layer bounds (empty for ``big_m="ibp"``)."""
+    if big_m not in BIG_M:
+        raise ValueError(f"big_m must be one of {BIG_M}, got {big_m!r}")
+    with eval_mode(exact), torch.no_grad():
+        steps = layers(exact, x64[:1])
+        centre, radius = input_region(x64, eps, box)
+        boxes = interval_boxes(steps, centre, radius)
+        dual = dual_layer_bounds(steps, centre, radius) if big_m == "dual" else {}
+        return steps, centre, radius, boxes, _blocks(steps), dual
 
 
 def _dual_value(result, fallback: torch.Tensor) -> float:
@@ -161,20 +205,39 @@ def _affine_map(step) -> tuple[sparse.csr_array, np.ndarray]:
     return sparse.csr_array(columns.T.numpy()), bias.numpy()
 
 
-def _unit_bounds(steps, boxes, dual, n, input_bounds) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per step, the bounds (lower, upper) of its output for example n: interval arithmetic's, tightened by the
-    dual network's where the next step is a ReLU whose input bounds it gives (a ReLU's output: its input's
-    bounds, ``input_bounds`` for a first step, clamped at 0)."""
-    out = []
+def _blocks(steps) -> list:
+    """The steps with each run of affine steps between ReLUs composed into one map: RELU markers and
+    ``(A, b, last)``, ``last`` the index of the run's last step (its output's bounds are the block's). A
+    Flatten or Normalize layer then costs no variables or rows of its own."""
+    blocks = []
     for i, step in enumerate(steps):
         if step is RELU:
+            blocks.append(RELU)
+            continue
+        matrix, bias = _affine_map(step)
+        if blocks and blocks[-1] is not RELU:  # compose with the run so far: A (A' z + b') + b
+            before, offset, _ = blocks.pop()
+            matrix, bias = sparse.csr_array(matrix @ before), matrix @ offset + bias
+        matrix.eliminate_zeros()
+        blocks.append((matrix, bias, i))
+    return blocks
+
+
+def _unit_bounds(blocks, boxes, dual, n, input_bounds) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per block, the bounds (lower, upper) of its output for example n: interval arithmetic's, tightened by
+    the dual network's where a ReLU follows (a ReLU's output: its input's bounds, ``input_bounds`` for a
+    first step, clamped at 0)."""
+    out = []
+    for block in blocks:
+        if block is RELU:
             lower, upper = out[-1] if out else input_bounds
             out.append((np.maximum(lower, 0.0), np.maximum(upper, 0.0)))
             continue
-        centre, radius = boxes[i + 1]
+        last = block[2]
+        centre, radius = boxes[last + 1]
         lower, upper = (centre[n] - radius[n]).flatten(), (centre[n] + radius[n]).flatten()
-        if i + 1 in dual:
-            lo, hi = (bound[n].flatten() for bound in dual[i + 1])
+        if last + 1 in dual:
+            lo, hi = (bound[n].flatten() for bound in dual[last + 1])
             lower, upper = torch.maximum(lower, lo), torch.minimum(upper, hi)
         out.append((lower.numpy(), upper.numpy()))
     return out
@@ -185,16 +248,16 @@ class _Program:
     ReLU unit that is not active its output (fixed at 0 where dead) and, where unstable, its binary], equality
     rows for the affine layers and three rows per unstable unit (Tjeng et al.'s Eq. (5))."""
 
-    def __init__(self, steps, maps, unit_bounds, input_bounds, fix_stable):
+    def __init__(self, blocks, unit_bounds, input_bounds, fix_stable):
         self.inputs = len(input_bounds[0])
         lower, upper = [input_bounds[0]], [input_bounds[1]]
         columns, values, row_lo, row_hi, binary = [], [], [], [], []  # one entry per constraint row
         count = self.inputs
         current = np.arange(self.inputs)  # the variable of each coordinate of the current layer
         current_lo, current_hi = input_bounds
-        for i, step in enumerate(steps):
-            if step is not RELU:  # z - A current = b
-                matrix, bias = maps[i]
+        for i, block in enumerate(blocks):
+            if block is not RELU:  # z - A current = b
+                matrix, bias, _ = block
                 new = np.arange(count, count + len(bias))
                 count += len(bias)
                 lower.append(unit_bounds[i][0]), upper.append(unit_bounds[i][1])
@@ -235,10 +298,12 @@ class _Program:
         self.integrality = np.zeros(count)
         self.integrality[binary] = 1
 
-    def solve(self, label: int, other: int, time_limit: float):
+    def solve(self, label: int, other: int, time_limit: float, relax: bool = False):
+        """min z_L[label] - z_L[other] over the program (``relax``: its linear relaxation, d in [0, 1])."""
         cost = np.zeros(self.count)
         cost[self.output[label]] += 1.0
         cost[self.output[other]] -= 1.0
-        return milp(cost, integrality=self.integrality, bounds=Bounds(self.lower, self.upper),
+        integrality = 0 * self.integrality if relax else self.integrality
+        return milp(cost, integrality=integrality, bounds=Bounds(self.lower, self.upper),
                     constraints=LinearConstraint(self.matrix, self.row_lo, self.row_hi),
                     options={"time_limit": time_limit, "mip_rel_gap": GAP, "presolve": True})
