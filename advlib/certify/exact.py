@@ -39,6 +39,7 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from torch import nn
 
 from ..utils import check_real, eval_mode, model_device
+from .dual import dual_bounds
 from .ibp import folded_margins, interval_boxes
 from .layer_bounds import dual_layer_bounds
 from .losses import certified
@@ -54,9 +55,10 @@ class ExactMargins(NamedTuple):
     """What :func:`exact_margins` returns, per example (N) and class (K).
 
     ``margins``: proven lower bounds on min f_y(x') - f_j(x') over the region (0 at j = y), the exact minimum
-    where ``status`` is ``"optimal"``; ``upper``: the margins the network computes at the best point found for
-    each class (so the minimum lies in [margins, upper]); ``witness``: per example, that point for the class
-    with the smallest upper margin (an adversarial example when that margin is <= 0); ``status``:
+    where ``status`` is ``"optimal"`` (with ``smallest_only``, for the smallest margin only); ``upper``: per
+    class, the smallest margin the network computes at the points the programs found (so the minimum lies in
+    [margins, upper]); ``witness``: per example, the point with the smallest margin over j != y (an
+    adversarial example when that margin is <= 0); ``status``:
     ``"optimal"`` or ``"time limit"``; ``binaries``: the unstable ReLUs (binary variables) of its programs;
     ``seconds``: the solver's time for all its programs; ``labels``: the labels y."""
 
@@ -88,12 +90,12 @@ def exact_margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
     j != y, each stopped after ``time_limit`` seconds. Returns an :class:`ExactMargins`, whose ``margins``
     (N, K) are shaped like :func:`dual_bounds`' and never below them.
 
-    ``smallest_only=True`` wants only each example's smallest margin over j != y (what decides robustness):
-    it solves the linear relaxation of every class's program first (a lower bound, and its point of the ball
-    an upper one), then the programs themselves in the order of their relaxed values, until the next
-    relaxed value is no smaller than the smallest margin found at a point. The smallest margin is then exact
-    (where no program ran out of time); the other classes keep their relaxed bounds, which are proven but
-    not exact. On networks whose relaxation is tight this solves one or two programs instead of K - 1.
+    ``smallest_only=True`` wants only each example's smallest margin over j != y (what decides robustness).
+    The programs run in the order of the classes' bounds (the tighter of the interval and dual-network
+    bounds), and stop when the next class's bound is no smaller than a margin found at a point of the ball:
+    its minimum, and every later class's, cannot be the smallest. The smallest margin is then exact (where no
+    program ran out of time); the classes not solved keep their bounds, proven but not exact. On networks
+    whose bounds are nearly tight (certifiably trained ones) this solves one program instead of K - 1.
 
     ``big_m="dual"`` takes the pre-activation bounds, unit by unit, as the tighter of interval arithmetic and
     the dual network's; ``"ibp"`` interval arithmetic alone. ``fix_stable=False`` gives every ReLU unit a
@@ -106,50 +108,62 @@ def exact_margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
     exact = copy.deepcopy(model).double().to("cpu")  # the programs in float64, from the same weights
     x64, y = x.detach().to("cpu", torch.float64), y.to("cpu")
     steps, centre, radius, boxes, blocks, dual = _setup(exact, x64, eps, box, big_m)
-    with torch.no_grad():
-        fallback = folded_margins(steps, boxes, y)  # interval bounds: a program stopped early is no worse
+    with torch.no_grad():  # the bounds a program stopped early is no worse than, and smallest_only's order
+        fallback = folded_margins(steps, boxes, y)
+        if big_m == "dual":
+            fallback = torch.maximum(fallback, dual_bounds(exact, x64, y, eps, box=box))
     num_classes = boxes[-1][0].shape[1]
     margins = torch.zeros(len(x), num_classes, dtype=torch.float64)
     upper = torch.zeros_like(margins)
     witness = x.detach().clone()
     status, binaries, seconds = [], torch.zeros(len(x), dtype=torch.long), torch.zeros(len(x), dtype=torch.float64)
 
-    def run(n, program, j, relax):
-        """Solve one program (or its relaxation); record its bounds; return the point it found."""
+    def run(n, program, j):
+        """Solve one program; record its bounds; return the point it found and whether it ran out of time."""
         started = time.perf_counter()
-        result = program.solve(int(y[n]), j, time_limit, relax=relax)
+        result = program.solve(int(y[n]), j, time_limit)
         seconds[n] += time.perf_counter() - started
         if result.status not in (0, 1):
             raise RuntimeError(f"HiGHS could not solve example {n}, class {j}: {result.message}")
         # stopped before any point was found: the image itself is one (every point of the region is)
         point = x64[n] if result.x is None else torch.from_numpy(result.x[:program.inputs]).view_as(x64[n])
-        with torch.no_grad():
-            logits = exact(point[None])[0]
-        upper[n, j] = logits[int(y[n])] - logits[j]
         lower = result.fun if result.status == 0 else _dual_value(result, fallback[n, j])
-        margins[n, j] = min(max(lower, fallback[n, j].item()), upper[n, j].item())  # HiGHS's gap, not a wrong bound
+        margins[n, j] = max(lower, fallback[n, j].item())
         return point, result.status == 1
 
     for n in range(len(x)):
         bounds = ((centre[n] - radius[n]).flatten().numpy(), (centre[n] + radius[n]).flatten().numpy())
         program = _Program(blocks, _unit_bounds(blocks, boxes, dual, n, bounds), bounds, fix_stable)
         binaries[n] = program.binaries
-        others = [j for j in range(num_classes) if j != int(y[n])]
-        points = {}
-        if smallest_only:
-            points = {j: run(n, program, j, relax=True)[0] for j in others}
-            others.sort(key=lambda j: margins[n, j].item())
-        timed_out = False
+        label = int(y[n])
+        others = sorted((j for j in range(num_classes) if j != label), key=lambda j: fallback[n, j].item())
+        margins[n] = fallback[n]
+        points, found, timed_out = [], torch.full((num_classes,), float("inf"), dtype=torch.float64), False
         for j in others:
-            if smallest_only and margins[n, j] >= upper[n, others].min():
+            if smallest_only and fallback[n, j] >= found.min():
                 break  # this class's margin, and every later one's, is no smaller than one found at a point
-            points[j], stopped = run(n, program, j, relax=False)
+            point, stopped = run(n, program, j)
             timed_out |= stopped
+            points.append(point)
+            with torch.no_grad():
+                logits = exact(point[None])[0]
+            found = torch.minimum(found, logits[label] - logits)  # every point bounds every class's minimum
+            found[label] = float("inf")  # (the label's own margin, 0, is no class to beat)
+        # the margins at the points found bound every class from above (HiGHS's gap may cross them slightly)
+        upper[n] = found.masked_fill(torch.arange(num_classes) == label, 0.0)
+        margins[n] = torch.minimum(margins[n], upper[n])
         status.append("time limit" if timed_out else "optimal")
-        worst = min(points, key=lambda j: upper[n, j].item())
+        worst = min(range(len(points)), key=lambda i: _worst(exact, points[i], label))
         witness[n] = points[worst].to(witness.dtype)
     return ExactMargins(margins.to(device, x.dtype), upper.to(device, x.dtype), witness.to(device), status,
                         binaries, seconds, y.to(device))
+
+
+def _worst(model: nn.Module, point: torch.Tensor, label: int) -> float:
+    """The smallest margin f_y - f_j over j != y at a point."""
+    with torch.no_grad():
+        logits = model(point[None])[0]
+    return (logits[label] - logits).masked_fill(torch.arange(len(logits)) == label, float("inf")).min().item()
 
 
 def unstable_relus(model: nn.Module, x: torch.Tensor, eps: float, *, box: tuple[float, float] | None = (0.0, 1.0),
@@ -298,12 +312,11 @@ class _Program:
         self.integrality = np.zeros(count)
         self.integrality[binary] = 1
 
-    def solve(self, label: int, other: int, time_limit: float, relax: bool = False):
-        """min z_L[label] - z_L[other] over the program (``relax``: its linear relaxation, d in [0, 1])."""
+    def solve(self, label: int, other: int, time_limit: float):
+        """min z_L[label] - z_L[other] over the program."""
         cost = np.zeros(self.count)
         cost[self.output[label]] += 1.0
         cost[self.output[other]] -= 1.0
-        integrality = 0 * self.integrality if relax else self.integrality
-        return milp(cost, integrality=integrality, bounds=Bounds(self.lower, self.upper),
+        return milp(cost, integrality=self.integrality, bounds=Bounds(self.lower, self.upper),
                     constraints=LinearConstraint(self.matrix, self.row_lo, self.row_hi),
                     options={"time_limit": time_limit, "mip_rel_gap": GAP, "presolve": True})
