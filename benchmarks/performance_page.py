@@ -30,6 +30,7 @@ REGENERATE = "python benchmarks/performance_page.py"
 CLOCKS = {"cpu": "this process's CPU time", "wall": "wall-clock time"}
 RUN_KEYS = ("hardware", "clock", "repeats", "command")
 SCRIPTS = ("attacks", "certify", "exact", "training", "smoothing")
+GPU_SCRIPTS = tuple(script for script in SCRIPTS if script != "exact")  # exact.py: HiGHS, on the CPU only
 DASH = "–"
 
 
@@ -534,7 +535,7 @@ def render_gpu_note(results_dir: Path) -> str:
     devices = cuda_devices(results_dir)
     if devices:
         return "## GPU measurements\n\nMeasured on a CUDA device: " + ", ".join(devices) + " (rows above)."
-    commands = ", ".join(f"`python benchmarks/{script}.py --device cuda`" for script in SCRIPTS)
+    commands = ", ".join(f"`python benchmarks/{script}.py --device cuda`" for script in GPU_SCRIPTS)
     return ("## GPU measurements\n\nNo GPU measurements are recorded yet: every results file was measured on a "
             f"CPU. On a machine with a CUDA GPU, run {commands}; each writes `benchmarks/results/SCRIPT-<host>.json`, "
             f"and `{REGENERATE}` then adds its rows to the tables above.")
