@@ -138,7 +138,8 @@ def exact_margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
         label = int(y[n])
         others = sorted((j for j in range(num_classes) if j != label), key=lambda j: fallback[n, j].item())
         margins[n] = fallback[n]
-        points, found, timed_out = [], torch.full((num_classes,), float("inf"), dtype=torch.float64), False
+        points, worsts, timed_out = [], [], False  # each point found, and its smallest margin over j != y
+        found = torch.full((num_classes,), float("inf"), dtype=torch.float64)
         for j in others:
             if smallest_only and fallback[n, j] >= found.min():
                 break  # this class's margin, and every later one's, is no smaller than one found at a point
@@ -147,23 +148,16 @@ def exact_margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
             points.append(point)
             with torch.no_grad():
                 logits = exact(point[None])[0]
-            found = torch.minimum(found, logits[label] - logits)  # every point bounds every class's minimum
-            found[label] = float("inf")  # (the label's own margin, 0, is no class to beat)
+            at_point = (logits[label] - logits).masked_fill(torch.arange(num_classes) == label, float("inf"))
+            worsts.append(at_point.min().item())  # (the label's own margin, 0, is no class to beat)
+            found = torch.minimum(found, at_point)  # every point bounds every class's minimum
         # the margins at the points found bound every class from above (HiGHS's gap may cross them slightly)
         upper[n] = found.masked_fill(torch.arange(num_classes) == label, 0.0)
         margins[n] = torch.minimum(margins[n], upper[n])
         status.append("time limit" if timed_out else "optimal")
-        worst = min(range(len(points)), key=lambda i: _worst(exact, points[i], label))
-        witness[n] = points[worst].to(witness.dtype)
+        witness[n] = points[worsts.index(min(worsts))].to(witness.dtype)
     return ExactMargins(margins.to(device, x.dtype), upper.to(device, x.dtype), witness.to(device), status,
                         binaries, seconds, y.to(device))
-
-
-def _worst(model: nn.Module, point: torch.Tensor, label: int) -> float:
-    """The smallest margin f_y - f_j over j != y at a point."""
-    with torch.no_grad():
-        logits = model(point[None])[0]
-    return (logits[label] - logits).masked_fill(torch.arange(len(logits)) == label, float("inf")).min().item()
 
 
 def unstable_relus(model: nn.Module, x: torch.Tensor, eps: float, *, box: tuple[float, float] | None = (0.0, 1.0),
