@@ -50,9 +50,11 @@ class ExpectedInput:
                              + ("; add the batch dimension, e.g. x[None]" if tuple(x.shape) == self.shape else ""))
 
 
-def _expecting(model: nn.Module, dataset: str) -> nn.Module:
-    """``model`` with an :class:`ExpectedInput` check of ``dataset``'s image shape before its first layer."""
-    model.register_forward_pre_hook(ExpectedInput(data.info(dataset).shape, dataset))
+def _expecting(model: nn.Module, dataset: str, channels: int | None = None) -> nn.Module:
+    """``model`` with an :class:`ExpectedInput` check of ``dataset``'s image shape before its first layer
+    (with ``channels`` channels instead of the dataset's, for encoded inputs)."""
+    c, h, w = data.info(dataset).shape
+    model.register_forward_pre_hook(ExpectedInput((channels or c, h, w), dataset))
     return model
 
 
@@ -183,20 +185,25 @@ def small_cnn(dataset: str = "fashion-mnist", channels: tuple[int, int] = (32, 6
     )), dataset)
 
 
-def wong_kolter_cnn(dataset: str = "fashion-mnist") -> nn.Sequential:
+def wong_kolter_cnn(dataset: str = "fashion-mnist", ablated: bool = False) -> nn.Sequential:
     """Wong and Kolter 2018's conv net: conv 16 4x4 stride 2, conv 32 4x4 stride 2, fc 100, fc 10.
 
     Exactly the authors' ``nn.Sequential`` (indices 0, 2, 5, 7 hold the weights), with no
     normalisation layer, as their published Fashion-MNIST and MNIST models expect raw [0,1] pixels.
+    ``ablated=True`` takes twice the channels: the ablated images of de-randomized smoothing, each channel
+    v encoded as (v, 1 - v) where kept and (0, 0) where ablated (:func:`advlib.smoothing.ablate`).
     """
     meta = data.info(dataset)
     c, h, w = meta.shape
+    if not isinstance(ablated, bool):
+        raise TypeError(f"ablated must be True or False, got {ablated!r}")
+    c = 2 * c if ablated else c
     return _expecting(nn.Sequential(
         nn.Conv2d(c, 16, 4, stride=2, padding=1), nn.ReLU(),
         nn.Conv2d(16, 32, 4, stride=2, padding=1), nn.ReLU(),
         nn.Flatten(), nn.Linear(32 * (h // 4) * (w // 4), 100), nn.ReLU(),
         nn.Linear(100, len(meta.classes)),
-    ), dataset)
+    ), dataset, channels=c)
 
 
 ARCHITECTURES = {

@@ -1,5 +1,7 @@
 """Defenses against adversarial examples.
 
+- ``advlib.defenses.ablation_training``: Levine and Feizi's training of the base classifier of de-randomized smoothing
+  on ablated images (:class:`advlib.smoothing.AblationSmooth`).
 - ``advlib.defenses.adversarial_training``: Madry et al.'s PGD adversarial training and Wong, Rice and Kolter's
   fast (FGSM with random start) adversarial training with its guard against catastrophic overfitting
   (its check, the accuracy under PGD, is :func:`advlib.evaluate.pgd_accuracy`).
@@ -11,10 +13,11 @@
   smoothing (:mod:`advlib.smoothing`).
 """
 
+from .ablation_training import ablation_training
 from .adversarial_training import fast_adversarial_training, madry_training
 from .certified_training import certified_training
 from .masking import InputQuantization, RandomResizePad, quantize
 from .noise_training import gaussian_noise_training
 
-__all__ = ["InputQuantization", "RandomResizePad", "certified_training", "fast_adversarial_training",
-           "gaussian_noise_training", "madry_training", "quantize"]
+__all__ = ["InputQuantization", "RandomResizePad", "ablation_training", "certified_training",
+           "fast_adversarial_training", "gaussian_noise_training", "madry_training", "quantize"]

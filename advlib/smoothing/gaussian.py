@@ -1,4 +1,4 @@
-"""Randomized smoothing: a classifier certified in L2 from any base classifier and Gaussian noise.
+"""Gaussian randomized smoothing: a classifier certified in L2 from any base classifier and Gaussian noise.
 
 Cohen, Rosenfeld and Kolter (2019, "Certified adversarial robustness via randomized smoothing") turn a
 base classifier f into the smoothed classifier::
@@ -28,7 +28,7 @@ import torch
 from scipy.stats import beta, binomtest, norm
 from torch import nn
 
-from .utils import (
+from ..utils import (
     check_classes,
     check_count,
     check_examples,
