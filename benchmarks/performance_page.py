@@ -5,8 +5,8 @@
 
 Every figure on the page is read from the results files; none is typed here. Each benchmark is looked up
 in the files whose names start with its script's prefix (``attacks-``, ``certify-``, ``training-``,
-``exact-``, ``smoothing-``), so a new file from another machine (``attacks-h100.json``, say) adds its rows and its
-hardware line on the next render. Where several files record one benchmark on the same machine and
+``exact-``, ``smoothing-``, ``ablation-``), so a new file from another machine (``attacks-h100.json``, say)
+adds its rows and its hardware line on the next render. Where several files record one benchmark on the same machine and
 device, the latest run is shown. Standard library only: no torch, no advlib.
 """
 
@@ -29,7 +29,7 @@ PAGE = ROOT / "book" / "performance.md"
 REGENERATE = "python benchmarks/performance_page.py"
 CLOCKS = {"cpu": "this process's CPU time", "wall": "wall-clock time"}
 RUN_KEYS = ("hardware", "clock", "repeats", "command")
-SCRIPTS = ("attacks", "certify", "exact", "training", "smoothing")
+SCRIPTS = ("attacks", "certify", "exact", "training", "smoothing", "ablation")
 GPU_SCRIPTS = tuple(script for script in SCRIPTS if script != "exact")  # exact.py: HiGHS, on the CPU only
 DASH = "–"
 
@@ -406,6 +406,17 @@ def smoothing_rows(entry: dict) -> list[list[str]]:
     return rows
 
 
+def ablation_rows(entry: dict) -> list[list[str]]:
+    """De-randomized smoothing: images per second of the base model over the ablated batches, certify and counts,
+    and the ratios."""
+    rates = entry.get("images_per_s") or {}
+    return [[plain(entry.get("model")), f"{plain(entry.get('kind'))}, width {plain(entry.get('size'))}",
+             plain(entry.get("threshold")), plain(entry.get("images")), plain(entry.get("positions")),
+             plain(entry.get("batch")), rate(rates.get("raw")), rate(rates.get("certify")), rate(rates.get("counts")),
+             ratio(entry.get("certify_over_raw")), ratio(entry.get("counts_over_raw")),
+             ratio(entry.get("certify_over_raw_paired"))]]
+
+
 BENCHMARKS = (
     Benchmark(
         "PGD: time per step",
@@ -505,6 +516,18 @@ BENCHMARKS = (
         ["model", "n", "n0", "batch", "sigma", "raw (samples/s)", "certify (samples/s)", "counts (samples/s)",
          "certify/raw", "counts/raw", "certify (s per image)"],
         smoothing_rows, at_most=False),
+    Benchmark(
+        "De-randomized (ablation) smoothing throughput",
+        "Images per second certified by `AblationSmooth.certify` (Levine and Feizi's column smoothing: every band "
+        "position of every image classified, the votes counted, the certified sticker sizes computed) and by its "
+        "vote counting `AblationSmooth.counts`, against the base model alone over exactly the same ablated "
+        "batches of (image, position) pairs, built beforehand and held in memory (raw, the limit). Certification "
+        "makes those batches itself, so the ratios charge it for gathering, masking and encoding the images and "
+        "for the votes; the last column is the median of the ratios within each repeat.",
+        "ablation", ("ablation",),
+        ["model", "bands", "threshold", "images", "positions", "batch (pairs)", "raw (images/s)",
+         "certify (images/s)", "counts (images/s)", "certify/raw", "counts/raw", "certify/raw, paired"],
+        ablation_rows, at_most=False),
 )
 
 
@@ -519,10 +542,10 @@ def render_intro() -> str:
         "work the algorithm must do; for an attack, one forward and backward pass of the model per step) or "
         "against a peer library that implements the same algorithm, on the same model, images and settings. "
         "A ratio is the time of ours divided by the limit's or by the peer library's: below 1 means ours is "
-        "faster. For randomized smoothing the ratio is of throughputs (samples per second), so there above 1 "
-        "means ours is faster. All times and throughputs are medians over the repeats recorded in the file; "
-        "the files also keep every repeat, the ratios of the minimums and, where measured, the medians of the "
-        "ratios within each repeat.",
+        "faster. For randomized and de-randomized smoothing the ratio is of throughputs (samples or images per "
+        "second), so there above 1 means ours is faster. All times and throughputs are medians over the repeats "
+        "recorded in the file; the files also keep every repeat, the ratios of the minimums and, where measured, "
+        "the medians of the ratios within each repeat.",
         "Every table names the machine of each row, and the line below it gives that machine's processor, "
         "cores, torch threads, device, torch version, clock, repeats and date, and the command that reproduces "
         "it. Where several files record the same benchmark on the same machine and device, the latest run is "

