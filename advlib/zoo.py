@@ -53,7 +53,7 @@ class Recipe:
 # trainers beyond train.fit: the recipe's trainer name -> the function of advlib.defenses that trains
 TRAINERS = {"madry": "madry_training", "fast": "fast_adversarial_training",
             "certified": "certified_training", "noise": "gaussian_noise_training",
-            "ablation": "ablation_training"}
+            "ablation": "ablation_training", "trades": "trades_training"}
 
 RECIPES: dict[str, Recipe] = {
     "fc10-1e-4": Recipe("fc10", weight_decay=1e-4,
@@ -102,6 +102,11 @@ RECIPES: dict[str, Recipe] = {
                                     train_kwargs={"eps": 0.1, "method": "crown-ibp", "batch_size": 50},
                                     description="Wong and Kolter's conv net, CROWN-IBP training at eps 0.1 "
                                                 "(Zhang et al. 2020)"),
+    **{f"wong-kolter-trades-{beta}": Recipe("wong-kolter", trainer="trades",
+                                            train_kwargs={"eps": 0.1, "beta": beta, "alpha": 0.025, "steps": 10},
+                                            description=f"Wong and Kolter's conv net, TRADES at eps 0.1 with beta "
+                                                        f"{beta} (Zhang et al. 2019: KL attack of 10 steps of eps/4)")
+       for beta in (1.0, 3.0, 6.0)},
     "wong-kolter-ablation-column-4": Recipe("wong-kolter", trainer="ablation", arch_kwargs={"ablated": True},
                                            train_kwargs={"size": 4, "kind": "column"},
                                            description="Wong and Kolter's conv net on ablated images: one band of "

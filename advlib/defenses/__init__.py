@@ -9,6 +9,8 @@
   al.) or CROWN-IBP's (Zhang et al.) bounds, with the papers' eps ramps.
 - ``advlib.defenses.masking``: defenses that only mask gradients (Athalye et al. 2018): input quantization and
   Xie et al.'s random resizing and padding.
+- ``advlib.defenses.trades_training``: Zhang et al.'s TRADES, the cross-entropy plus beta times the KL divergence
+  between the predictions at x and at the worst point of the ball (the robustness-accuracy trade-off, explicit).
 - ``advlib.defenses.noise_training``: Cohen et al.'s Gaussian noise augmentation, the base classifier of randomized
   smoothing (:mod:`advlib.smoothing`).
 """
@@ -18,6 +20,8 @@ from .adversarial_training import fast_adversarial_training, madry_training
 from .certified_training import certified_training
 from .masking import InputQuantization, RandomResizePad, quantize
 from .noise_training import gaussian_noise_training
+from .trades_training import trades_kl_attack, trades_training
 
 __all__ = ["InputQuantization", "RandomResizePad", "ablation_training", "certified_training",
-           "fast_adversarial_training", "gaussian_noise_training", "madry_training", "quantize"]
+           "fast_adversarial_training", "gaussian_noise_training", "madry_training", "quantize",
+           "trades_kl_attack", "trades_training"]
