@@ -4,7 +4,7 @@
   certified in L2 by Monte Carlo (:class:`Smooth`, :func:`certify_dataset`, :class:`SoftSmooth`).
 - :mod:`advlib.smoothing.ablation`: Levine and Feizi's de-randomized smoothing against patches (2020): the
   base classifier sees one band (or block) of the image, every position votes, and the certificate against
-  any sticker up to a size is exact (:class:`AblationSmooth`, :func:`ablate`, :class:`SoftAblationSmooth`).
+  any sticker up to a size is deterministic (:class:`AblationSmooth`, :func:`ablate`, :class:`SoftAblationSmooth`).
 """
 
 from .ablation import AblationSmooth, SoftAblationSmooth, ablate, ablation_masks
