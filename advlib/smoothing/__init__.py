@@ -1,8 +1,8 @@
 """Smoothing: a certified classifier built from any base classifier by a vote over changed copies of the input.
 
-- :mod:`advlib.smoothing.gaussian`: Cohen, Rosenfeld and Kolter's randomized smoothing (2019), Gaussian noise,
+- ``advlib.smoothing.gaussian``: Cohen, Rosenfeld and Kolter's randomized smoothing (2019), Gaussian noise,
   certified in L2 by Monte Carlo (:class:`Smooth`, :func:`certify_dataset`, :class:`SoftSmooth`).
-- :mod:`advlib.smoothing.ablation`: Levine and Feizi's de-randomized smoothing against patches (2020): the
+- ``advlib.smoothing.ablation``: Levine and Feizi's de-randomized smoothing against patches (2020): the
   base classifier sees one band (or block) of the image, every position votes, and the certificate against
   any sticker up to a size is deterministic (:class:`AblationSmooth`, :func:`ablate`, :class:`SoftAblationSmooth`).
 """

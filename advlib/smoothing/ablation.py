@@ -20,7 +20,7 @@ cannot change under any such sticker anywhere when (their Theorem 1 and its bloc
     n_c(x) >= max_{c' != c} [ n_{c'}(x) + 1(c' < c) ] + 2 Delta.
 
 Every position is evaluated, so this certificate is deterministic: no sampling and no probability of being
-wrong, unlike Cohen et al.'s (:mod:`advlib.smoothing.gaussian`). It is sufficient, not necessary: it assumes
+wrong, unlike Cohen et al.'s (``advlib.smoothing.gaussian``). It is sufficient, not necessary: it assumes
 that every band a sticker reaches turns against the prediction, so an image it does not certify may resist
 every sticker all the same. :class:`AblationSmooth` counts the votes in
 batches of (image, position) pairs and certifies; :func:`ablate` and :func:`ablation_masks` make the ablated
