@@ -14,7 +14,7 @@ from torch import nn
 
 from .. import config, train
 from ..smoothing.ablation import ablation_masks
-from ..utils import check_count, check_examples, check_model
+from ..utils import check_examples, check_model
 
 __all__ = ["ablation_training"]
 
@@ -36,7 +36,6 @@ def ablation_training(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, siz
     """
     check_model(model)
     check_examples(x, y)
-    check_count("size", size, low=1)
     masks = ablation_masks(x.shape[-2:], size, kind)  # checks kind and size against the images
     device = config.device() if device is None else torch.device(device)
     masks = masks.to(device)

@@ -16,8 +16,6 @@ fixed; the outer loss is then computed in train mode, with gradients through bot
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -71,8 +69,8 @@ def trades_kl_attack(model: nn.Module, x: torch.Tensor, *, eps: float, alpha: fl
     device), ``steps`` signed steps of size ``alpha``. The model runs in eval mode (its mode is restored) and
     only x' gets a gradient. Returns x', detached.
     """
-    if not (math.isfinite(eps) and eps > 0 and math.isfinite(alpha) and alpha > 0):
-        raise ValueError(f"eps and alpha must be finite and > 0, got {eps!r} and {alpha!r}")
+    eps, alpha = check_real("eps", eps, strict=True), check_real("alpha", alpha, strict=True)
+    steps = check_count("steps", steps, low=1)
     x = x.detach()
     with eval_mode(model):
         with torch.no_grad():

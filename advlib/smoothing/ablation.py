@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..utils import check_count, check_images, check_model, eval_mode, model_device
+from ..utils import check_count, check_images, check_model, check_real, eval_mode, model_device
 
 __all__ = ["KINDS", "AblationSmooth", "SoftAblationSmooth", "ablate", "ablation_masks"]
 
@@ -124,10 +124,7 @@ class AblationSmooth:
         self.num_classes = check_count("num_classes", num_classes, low=2)
         self.kind = _check_kind(kind)
         self.size = check_count("size", size, low=1)
-        if threshold is not None and not (isinstance(threshold, (int, float)) and not isinstance(threshold, bool)
-                                          and 0 < threshold <= 1):
-            raise ValueError(f"threshold must be a number in (0, 1] or None (top class only), got {threshold!r}")
-        self.threshold = None if threshold is None else float(threshold)
+        self.threshold = None if threshold is None else check_real("threshold", threshold, strict=True, high=1.0)
 
     def __repr__(self) -> str:
         return (f"AblationSmooth({type(self.model).__name__}, num_classes={self.num_classes}, size={self.size}, "
