@@ -89,13 +89,24 @@ def browser():
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(60)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    _SHOWN["url"] = None
     yield driver
     driver.quit()
 
 
-def _open(browser, site, page: str) -> None:
-    browser.get(urllib.parse.urljoin(site, f"{page}.html"))  # returns after the page's load event
-    browser.get_log("browser")  # drop messages of earlier pages
+# The page each worker's browser shows as it loaded (nothing clicked, dragged or scrolled since), if any.
+_SHOWN: dict[str, str | None] = {"url": None}
+
+
+def _open(browser, site, page: str, *, changes: bool = False) -> None:
+    """Show ``page``. A page that earlier tests only read is not loaded again: conftest.py runs a page's tests
+    one after another on one worker, so each page loads about once instead of once per test. A test that
+    clicks, drags, scrolls or navigates passes ``changes=True``, and the next test loads the page afresh."""
+    url = urllib.parse.urljoin(site, f"{page}.html")
+    if _SHOWN["url"] != url:
+        browser.get(url)  # returns after the page's load event
+        browser.get_log("browser")  # drop messages of earlier pages
+    _SHOWN["url"] = None if changes else url
 
 
 def _screenshot(browser, name: str) -> Path:
@@ -247,7 +258,7 @@ def _visible_frame(slider):
 def test_dragging_a_slider_changes_the_picture(browser, site, chapter):
     from selenium.webdriver.common.action_chains import ActionChains
 
-    _open(browser, site, chapter)
+    _open(browser, site, chapter, changes=True)
     sliders = browser.find_elements("css selector", "div.advlib-slider")
     assert sliders, f"{chapter} calls a slider but the page has none"
     name = chapter.replace("/", "__")
@@ -277,7 +288,7 @@ def test_search_box_finds_the_chapter(browser, site, term, page):
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
-    _open(browser, site, "book/intro")
+    _open(browser, site, "book/intro", changes=True)
     buttons = [b for b in browser.find_elements("css selector", "button.search-button__button") if b.is_displayed()]
     assert buttons, "the page has no search button"
     buttons[0].click()  # opens the search dialog, as a reader's click does
@@ -336,7 +347,7 @@ def test_exercise_solutions_are_folded_until_the_reader_opens_one(browser, site,
     output (the first solution that runs code is kept as screenshots, folded and unfolded)."""
     from selenium.webdriver.support.ui import WebDriverWait
 
-    _open(browser, site, chapter)
+    _open(browser, site, chapter, changes=True)
     WebDriverWait(browser, 10).until(lambda d: d.find_elements("css selector", ".solution .toggle-button"))
     solutions = browser.find_elements("css selector", "div.solution.dropdown")
     exercises = browser.find_elements("css selector", "div.exercise")
