@@ -270,19 +270,25 @@ def _linf_proposal(x: torch.Tensor, current: torch.Tensor, eps: float, side: int
     A channel's window is left unchanged by at most one sign (clip(x + eps) and clip(x - eps) differ at
     every pixel when eps > 0), so at most one sign vector u changes nothing. The redraw is done without a
     loop: where the draw hits u, it is replaced by u with the signs flipped on a uniformly drawn nonempty
-    set of channels, which is uniform over the other 2^C - 1 vectors."""
+    set of channels, which is uniform over the other 2^C - 1 vectors.
+
+    Only the window's side^2 pixels per channel are read and computed (gathered by their flat indices);
+    the rest of the image is copied once, by the scatter that writes the window into it."""
     n, channels, height, width = x.shape
-    _, _, inside = _window(_corners(n, side, height, width, generator, x.device), side, height, width)
+    corners = _corners(n, side, height, width, generator, x.device)
     signs = _signs((n, channels), generator, x)
     flips = torch.randint(1, 2 ** min(channels, 62), (n, 1), generator=generator)
     flips = ((flips >> torch.arange(channels)) & 1).to(x.device, x.dtype)  # bits beyond the 62nd stay 0
-    up, down = (x + eps).clamp(0.0, 1.0), (x - eps).clamp(0.0, 1.0)
-    stays_up = ((current == up) | ~inside).flatten(2).all(dim=2)  # (n, C): sign +1 changes nothing there
-    stays_down = ((current == down) | ~inside).flatten(2).all(dim=2)
+    index = _window_index(corners, side, width)[:, None].expand(n, channels, side * side)
+    clean, now = x.flatten(2).gather(2, index), current.flatten(2).gather(2, index)
+    up, down = (clean + eps).clamp(0.0, 1.0), (clean - eps).clamp(0.0, 1.0)
+    stays_up = (now == up).all(dim=2)  # (n, C): sign +1 changes nothing in that channel's window
+    stays_down = (now == down).all(dim=2)
     idle = torch.where(stays_up, 1.0, -1.0).to(x.dtype)  # u, where it exists
     hits_idle = (stays_up | stays_down).all(dim=1) & (signs == idle).all(dim=1)
     signs = torch.where(hits_idle[:, None], idle * (1 - 2 * flips), signs)
-    return torch.where(inside, torch.where(signs[:, :, None, None] > 0, up, down), current)
+    window = torch.where(signs[:, :, None] > 0, up, down)
+    return current.flatten(2).scatter(2, index, window).view_as(current)
 
 
 # --- L2 (Sec. 3.2, Alg. 3) ------------------------------------------------------------------------------------
@@ -374,6 +380,13 @@ def _corners(n: int, side: int, height: int, width: int, generator, device: torc
     top = torch.randint(height - side + 1, (n,), generator=generator)
     left = torch.randint(width - side + 1, (n,), generator=generator)
     return torch.stack([top, left], dim=1).to(device)
+
+
+def _window_index(corners: torch.Tensor, side: int, width: int) -> torch.Tensor:
+    """Each example's window as flat pixel indices (n, side^2) into an image of width ``width``, row by row."""
+    offsets = torch.arange(side, device=corners.device)
+    rows, cols = corners[:, :1] + offsets, corners[:, 1:] + offsets  # (n, side) each
+    return (rows[:, :, None] * width + cols[:, None, :]).flatten(1)
 
 
 def _window(corners: torch.Tensor, side: int, height: int, width: int):
