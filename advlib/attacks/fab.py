@@ -253,16 +253,14 @@ def _box_projection(z: torch.Tensor, w: torch.Tensor, r: torch.Tensor, norm: str
     r = r.abs()
     magnitude = w.abs()
     room = torch.where(w > 0, 1.0 - z, z)  # how far each coordinate can move in the useful direction
-    if norm == "linf":  # d_i = sign(w_i) min(t, room_i)
-        weight, limit = magnitude, room
-    else:  # d_i = sign(w_i) min(t |w_i|, room_i): saturates at t = room_i / |w_i|
-        weight, limit = magnitude.square(), room / magnitude
+    if norm == "linf":  # d_i = sign(w_i) min(t, room_i); a coordinate with w_i = 0 moves by 0 (sign 0)
+        limit = room.masked_fill(magnitude == 0, 0.0)  # and is no breakpoint of _level
+        return torch.minimum(_level(magnitude, limit, r)[:, None], limit) * torch.sign(w)
+    # L2: d_i = sign(w_i) min(t |w_i|, room_i), which saturates at t = room_i / |w_i|
+    weight, limit = magnitude.square(), room / magnitude
     useless = (weight == 0) | ~torch.isfinite(limit)  # coordinates that cannot help
     weight, limit = weight.masked_fill(useless, 0.0), limit.masked_fill(useless, 0.0)
-    t = _level(weight, limit, r)
-    move = torch.minimum(t[:, None], limit)
-    if norm == "l2":
-        move = move * magnitude
+    move = torch.minimum(_level(weight, limit, r)[:, None], limit) * magnitude
     return (move * torch.sign(w)).masked_fill(useless, 0.0)
 
 
@@ -273,22 +271,26 @@ def _level(weight: torch.Tensor, limit: torch.Tensor, r: torch.Tensor) -> torch.
     F is non-decreasing, concave and piecewise linear (breakpoints at the limits), so Newton's method from
     t = 0 never overshoots: each step follows the line of the current segment to r, and it is exact once that
     point lies before the segment's end (the next breakpoint). A few Newton steps settle nearly every row
-    (each costs a few passes over the row); the rows left are solved by sorting (:func:`_level_sorted`)."""
+    (each costs a few passes over the row, and only the rows not yet settled take the next one); the rows
+    left are solved by sorting (:func:`_level_sorted`)."""
     t = torch.zeros_like(r)
-    unsettled = torch.ones_like(r, dtype=torch.bool)
-    for _ in range(NEWTON_STEPS):
-        beyond = limit > t[:, None]  # coordinates not yet saturated at t
-        slope = (weight * beyond).sum(dim=1)
-        value = (weight * torch.minimum(limit, t[:, None])).sum(dim=1)
+    rows = torch.arange(len(r), device=r.device)  # the rows not settled yet, and their weights, limits, r, t
+    at = t
+    for newton in range(NEWTON_STEPS):
+        beyond = limit > at[:, None]  # coordinates not yet saturated at t
+        slope = torch.where(beyond, weight, 0.0).sum(dim=1)
+        # F(0) = 0; past the first step, the saturated coordinates count their limits, the others t
+        value = 0.0 if newton == 0 else (weight * torch.minimum(limit, at[:, None])).sum(dim=1)
         step = torch.where(slope > 0, (r - value).clamp_min(0.0) / slope.clamp_min(TINY), torch.zeros_like(r))
-        segment_end = limit.masked_fill(~beyond, float("inf")).amin(dim=1)
-        settled = (t + step <= segment_end) & (slope > 0)
-        t = torch.where(unsettled, t + step, t)
-        unsettled &= ~settled
-        if not unsettled.any():
+        segment_end = torch.where(beyond, limit, float("inf")).amin(dim=1)
+        settled = (at + step <= segment_end) & (slope > 0)
+        at = at + step
+        t[rows] = at
+        if settled.all():
             return t
-    rows = unsettled.nonzero()[:, 0]
-    t[rows] = _level_sorted(weight[rows], limit[rows], r[rows])
+        left = ~settled
+        rows, weight, limit, r, at = rows[left], weight[left], limit[left], r[left], at[left]
+    t[rows] = _level_sorted(weight, limit, r)
     return t
 
 
