@@ -31,7 +31,7 @@ from .utils import (
 
 LOSSES = ("ce", "prob")
 OPTIMIZERS = ("sgd", "adam", "sign")
-SCHEDULES = ("constant", "linear", "cyclic")
+SCHEDULES = ("constant", "linear", "cyclic", "piecewise")
 
 
 class SignDescent(torch.optim.Optimizer):
@@ -127,12 +127,16 @@ def learning_rate_factor(schedule: str, step: int, total_steps: int) -> float:
     """The factor on the learning rate at ``step`` of ``total_steps``: 1 (``"constant"``); decaying
     linearly to 0 (``"linear"``); or Smith's one-cycle triangle that Wong, Rice and Kolter (2020, Sec. 5.1)
     use for fast adversarial training, rising linearly from 0 to 1 over the first 2/5 of the run and
-    falling back to 0 at its end (``"cyclic"``)."""
+    falling back to 0 at its end (``"cyclic"``); or 1, then 0.1 from half the run and 0.01 from three
+    quarters of it (``"piecewise"``: Madry et al.'s CIFAR-10 schedule as Rice, Wong and Kolter 2020 run it,
+    decays at epochs 100 and 150 of 200)."""
     check_choice("learning-rate schedule", schedule, SCHEDULES)
     if schedule == "constant":
         return 1.0
     if schedule == "linear":
         return 1 - step / total_steps
+    if schedule == "piecewise":
+        return 1.0 if step < total_steps / 2 else 0.1 if step < 0.75 * total_steps else 0.01
     peak = 0.4 * total_steps  # "cyclic"
     return step / peak if step < peak else (total_steps - step) / (total_steps - peak)
 

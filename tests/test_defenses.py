@@ -109,6 +109,12 @@ def test_cyclic_learning_rate_is_a_triangle():
         train.learning_rate_factor("cosine", 1, 10)
 
 
+def test_piecewise_learning_rate_decays_tenfold_at_half_and_three_quarters():
+    """Rice et al.'s run of 200 epochs: the rate drops at epochs 100 and 150."""
+    factors = [train.learning_rate_factor("piecewise", epoch, 200) for epoch in range(200)]
+    assert factors[:100] == [1.0] * 100 and factors[100:150] == [0.1] * 50 and factors[150:] == [0.01] * 50
+
+
 def test_fast_training_guard_stops_and_restores_the_best_epoch(subsets, monkeypatch):
     """Scripted guard checks 0.5, 0.6, 0.1: the third epoch collapses (catastrophic overfitting), so
     training stops there and the model gets back the weights it had after the second epoch."""
