@@ -104,8 +104,8 @@ def _open(browser, site, page: str, *, changes: bool = False) -> None:
     clicks, drags, scrolls or navigates passes ``changes=True``, and the next test loads the page afresh."""
     url = urllib.parse.urljoin(site, f"{page}.html")
     if _SHOWN["url"] != url:
+        browser.get_log("browser")  # drop earlier pages' messages; this page's, from its loading on, are kept
         browser.get(url)  # returns after the page's load event
-        browser.get_log("browser")  # drop messages of earlier pages
     _SHOWN["url"] = None if changes else url
 
 
