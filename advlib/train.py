@@ -9,6 +9,7 @@ weights on the same machine, on the GPU when there is one, with a tqdm progress 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -240,6 +241,42 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 1, 
                     device=device, desc=desc, schedule=schedule, epoch_end=epoch_end)
 
 
+class KeepBest:
+    """Early stopping on a held-out set (Rice, Wong and Kolter 2020, "Overfitting in adversarially robust
+    deep learning", Sec. 4): an ``epoch_end`` for :func:`fit` that, every ``every`` epochs, computes
+    ``scores(model) -> {name: value}`` (in eval mode), appends ``(epoch, scores)`` to ``history`` and keeps
+    a copy of the weights of the epoch with the highest ``scores[key]`` (the earliest among equals).
+    ``restore(model)`` loads that copy. It never stops training, so that what the last epochs do can be
+    seen; ``best_epoch`` says which epoch to keep. Epochs count from 1.
+    """
+
+    def __init__(self, scores: Callable[[nn.Module], dict], key: str, every: int = 1):
+        self.scores, self.key, self.every = scores, key, check_count("every", every, low=1)
+        self.history: list[tuple[int, dict]] = []
+        self.best_epoch: int | None = None
+        self.best_state: dict | None = None
+
+    def __call__(self, epoch: int, model: nn.Module) -> None:
+        epoch += 1  # fit counts from 0
+        if epoch % self.every:
+            return
+        with eval_mode(model):
+            scores = self.scores(model)
+        if self.key not in scores:
+            raise KeyError(f"scores returned {sorted(scores)}, without the key {self.key!r} to keep the best by")
+        self.history.append((epoch, scores))
+        if self.best_epoch is None or scores[self.key] > dict(self.history)[self.best_epoch][self.key]:
+            self.best_epoch = epoch
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def restore(self, model: nn.Module) -> nn.Module:
+        """``model`` with the weights of ``best_epoch`` loaded (a ``RuntimeError`` before any score)."""
+        if self.best_state is None:
+            raise RuntimeError("no epoch has been scored yet: pass this object as fit's epoch_end and train first")
+        model.load_state_dict(self.best_state)
+        return model
+
+
 def sparse_autoencoder_loss(model: nn.Module, x: torch.Tensor, sparsity: float, beta: float) -> torch.Tensor:
     """||x_hat - x||^2 / 2 averaged over the batch, plus beta * sum_j KL(rho || rho_hat_j).
 
@@ -283,5 +320,5 @@ def fit_autoencoder(model: nn.Module, x: torch.Tensor, *, epochs: int = 1, batch
                     epochs=epochs, batch_size=batch_size, seed=seed, device=device, desc=desc)
 
 
-__all__ = ["History", "SignDescent", "check_labels_fit_model", "classification_loss", "fit", "fit_autoencoder",
-           "learning_rate_factor", "make_optimizer", "number_of_steps", "sparse_autoencoder_loss"]
+__all__ = ["History", "KeepBest", "SignDescent", "check_labels_fit_model", "classification_loss", "fit",
+           "fit_autoencoder", "learning_rate_factor", "make_optimizer", "number_of_steps", "sparse_autoencoder_loss"]

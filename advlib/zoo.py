@@ -107,6 +107,18 @@ RECIPES: dict[str, Recipe] = {
                                             description=f"Wong and Kolter's conv net, TRADES at eps 0.1 with beta "
                                                         f"{beta} (Zhang et al. 2019: KL attack of 10 steps of eps/4)")
        for beta in (1.0, 3.0, 6.0)},
+    "fc100-100-10-madry": Recipe("fc100-100-10", trainer="madry", arch_kwargs={"activation": "relu"},
+                                 train_kwargs={"eps": 0.1, "alpha": 0.025, "steps": 7},
+                                 description="a ReLU network with two hidden layers of 100 units, Madry adversarial "
+                                             "training at eps 0.1 as wong-kolter-madry (chapter 16's quick-profile "
+                                             "stand-in for the conv net)"),
+    **{f"fc100-100-10-trades-{beta}": Recipe("fc100-100-10", trainer="trades", arch_kwargs={"activation": "relu"},
+                                             train_kwargs={"eps": 0.1, "beta": beta, "alpha": 0.025, "steps": 10},
+                                             description=f"a ReLU network with two hidden layers of 100 units, "
+                                                         f"TRADES at eps 0.1 with beta {beta} as "
+                                                         f"wong-kolter-trades-{beta} (chapter 16's quick-profile "
+                                                         f"stand-in)")
+       for beta in (1.0, 3.0, 6.0)},
     "wong-kolter-ablation-column-4": Recipe("wong-kolter", trainer="ablation", arch_kwargs={"ablated": True},
                                            train_kwargs={"size": 4, "kind": "column"},
                                            description="Wong and Kolter's conv net on ablated images: one band of "

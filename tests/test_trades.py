@@ -69,3 +69,22 @@ def test_bad_settings_get_clear_errors(fashion):
                        ({"eps": 0.1, "steps": 0}, "steps"), ({"eps": 0.1, "alpha": float("nan")}, "alpha")):
         with pytest.raises(ValueError, match=match):
             defenses.trades_training(_mlp(), x[:8], y[:8], device="cpu", desc=None, **bad)
+
+
+def test_the_loss_is_cross_entropy_plus_beta_times_the_kl_at_the_attack_point(fashion):
+    """Eq. (5) on one batch: CE at x plus beta KL(p(x) || p(x')), x' the KL attack's point from the same noise."""
+    x, y, _, _ = fashion
+    model = _mlp()
+    train.fit(model, x, y, epochs=1, device="cpu", desc=None)
+    xb, yb = x[:32], y[:32]
+    settings = dict(eps=0.1, alpha=0.025, steps=5)
+    loss = defenses.trades_loss(model, xb, yb, beta=6.0, generator=torch.Generator().manual_seed(3), **settings)
+    x_adv = defenses.trades_kl_attack(model, xb, generator=torch.Generator().manual_seed(3), **settings)
+    p, log_q = F.softmax(model(xb), dim=1), F.log_softmax(model(x_adv), dim=1)
+    kl = (p * (p.log() - log_q)).sum(1).mean()
+    expected = F.cross_entropy(model(xb), yb) + 6.0 * kl
+    assert torch.allclose(loss, expected, atol=1e-5) and kl > 1e-3
+    natural = defenses.trades_loss(model, xb, yb, beta=0.0, **settings)
+    assert torch.allclose(natural, F.cross_entropy(model(xb), yb))
+    loss.backward()  # gradients reach the weights through both terms
+    assert all(p.grad is not None for p in model.parameters())

@@ -290,3 +290,29 @@ def test_sparse_autoencoder_loss_formula():
     kl = (rho * (rho / rho_hat).log() + (1 - rho) * ((1 - rho) / (1 - rho_hat)).log()).sum()
     expected = 0.5 * ((recon - x.flatten(1)) ** 2).sum(dim=1).mean() + beta * kl
     assert torch.allclose(train.sparse_autoencoder_loss(model, x, rho, beta), expected, atol=1e-5)
+
+
+def test_keep_best_keeps_and_restores_the_weights_of_the_best_scored_epoch(small_train):
+    """Early stopping (Rice et al. 2020): scored every 2 epochs, the best by the key (the earliest among
+    equals) is the epoch whose weights restore() brings back, and training ran to the end."""
+    x, y = small_train
+    model = models.build("fc10")
+    seen, weights = iter([0.3, 0.7, 0.7, 0.1]), {}
+
+    def scores(net):
+        weights[len(weights) + 1] = next(net.parameters()).detach().clone()  # per scoring, from 1
+        return {"val": next(seen), "other": 0.0}
+
+    keep = train.KeepBest(scores, "val", every=2)
+    history = train.fit(model, x, y, epochs=8, lr=1e-2, epoch_end=keep, desc=None)
+    assert len(history.epoch_losses) == 8  # it never stops the run
+    assert [epoch for epoch, _ in keep.history] == [2, 4, 6, 8]
+    assert keep.best_epoch == 4  # 0.7 first at epoch 4, not epoch 6
+    last = next(model.parameters()).detach().clone()
+    assert not torch.equal(last, weights[2])
+    keep.restore(model)
+    assert torch.equal(next(model.parameters()), weights[2])  # the second scoring was epoch 4
+    with pytest.raises(KeyError, match="val"):
+        train.KeepBest(lambda net: {"other": 1.0}, "val")(0, model)
+    with pytest.raises(RuntimeError, match="no epoch"):
+        train.KeepBest(scores, "val").restore(model)

@@ -20,8 +20,8 @@ from .adversarial_training import fast_adversarial_training, madry_training
 from .certified_training import certified_training
 from .masking import InputQuantization, RandomResizePad, quantize
 from .noise_training import gaussian_noise_training
-from .trades_training import trades_kl_attack, trades_training
+from .trades_training import trades_kl_attack, trades_loss, trades_training
 
 __all__ = ["InputQuantization", "RandomResizePad", "ablation_training", "certified_training",
            "fast_adversarial_training", "gaussian_noise_training", "madry_training", "quantize",
-           "trades_kl_attack", "trades_training"]
+           "trades_kl_attack", "trades_loss", "trades_training"]

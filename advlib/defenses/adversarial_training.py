@@ -38,8 +38,9 @@ __all__ = ["fast_adversarial_training", "madry_training"]
 
 def madry_training(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float, steps: int,
                    epochs: int = 1, batch_size: int = 128, lr: float = 1e-3, optimizer: str = "adam",
-                   schedule: str = "constant", weight_decay: float = 0.0, seed: int = 0,
-                   device: torch.device | None = None, desc: str = "adversarial training") -> train.History:
+                   schedule: str = "constant", weight_decay: float = 0.0, momentum: float = 0.0, seed: int = 0,
+                   device: torch.device | None = None, desc: str = "adversarial training",
+                   epoch_end=None) -> train.History:
     """Madry et al.'s adversarial training (2018, Eq. (2.1)): each batch is replaced by the last iterate of
     Linf PGD (``steps`` steps of size ``alpha`` from a uniformly random start in the eps-ball, projected onto
     the ball and [0,1]; :func:`advlib.attacks.pgd` with ``keep="last"``) before the gradient step.
@@ -47,13 +48,15 @@ def madry_training(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
     The paper's settings: MNIST eps = 0.3 with 40 steps of 0.01; CIFAR-10 eps = 8/255 with 7 steps of 2/255.
     One epoch costs about ``steps + 1`` standard epochs (each PGD step is a forward and a backward pass to
     the input). The random starts come from a generator seeded by ``seed``, so a run repeats exactly.
+    ``momentum`` (SGD's) and ``epoch_end`` (per-epoch evaluation, early stopping: :class:`advlib.train.KeepBest`)
+    go to :func:`advlib.train.fit`.
     """
     _check(model, x, y, eps, alpha, steps)
     generator = torch.Generator().manual_seed(seed)
     attack = partial(pgd, eps=eps, alpha=alpha, steps=steps, keep="last", generator=generator)
     return train.fit(model, x, y, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                     schedule=schedule, weight_decay=weight_decay, seed=seed, device=device, desc=desc,
-                     perturb=attack)
+                     schedule=schedule, weight_decay=weight_decay, momentum=momentum, seed=seed, device=device,
+                     desc=desc, perturb=attack, epoch_end=epoch_end)
 
 
 def fast_adversarial_training(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,

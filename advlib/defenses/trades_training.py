@@ -24,7 +24,7 @@ from .. import config, train
 from ..attacks.core import project_linf
 from ..utils import check_count, check_examples, check_model, check_real, eval_mode
 
-__all__ = ["trades_kl_attack", "trades_training"]
+__all__ = ["trades_kl_attack", "trades_loss", "trades_training"]
 
 
 def trades_training(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, beta: float = 6.0,
@@ -52,14 +52,22 @@ def trades_training(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: 
     generator = torch.Generator(device=device).manual_seed(seed)
 
     def loss(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, progress: float) -> torch.Tensor:
-        x_adv = trades_kl_attack(model, xb, eps=eps, alpha=alpha, steps=steps, generator=generator)
-        logits, logits_adv = model(xb), model(x_adv)  # two calls, as a batch-norm layer needs
-        boundary = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits, dim=1), reduction="batchmean")
-        return F.cross_entropy(logits, yb) + beta * boundary
+        return trades_loss(model, xb, yb, eps=eps, beta=beta, alpha=alpha, steps=steps, generator=generator)
 
     return train.fit(model, x, y, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                      schedule=schedule, weight_decay=weight_decay, seed=seed, device=device, desc=desc,
                      criterion=loss)
+
+
+def trades_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, beta: float,
+                alpha: float, steps: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """TRADES's loss on one batch (Zhang et al. 2019, Eq. (5)): CE(f(x), y) + beta * KL(p(x) || p(x')), both
+    averaged over the batch, x' from :func:`trades_kl_attack` (its noise drawn from ``generator``), with
+    gradients through f(x) and f(x'). The model's mode is left as it is (train mode, in training)."""
+    x_adv = trades_kl_attack(model, x, eps=eps, alpha=alpha, steps=steps, generator=generator)
+    logits, logits_adv = model(x), model(x_adv)  # two calls, as a batch-norm layer needs
+    boundary = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits, dim=1), reduction="batchmean")
+    return F.cross_entropy(logits, y) + beta * boundary
 
 
 def trades_kl_attack(model: nn.Module, x: torch.Tensor, *, eps: float, alpha: float, steps: int,
