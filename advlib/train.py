@@ -245,15 +245,17 @@ class KeepBest:
     """Early stopping on a held-out set (Rice, Wong and Kolter 2020, "Overfitting in adversarially robust
     deep learning", Sec. 4): an ``epoch_end`` for :func:`fit` that, every ``every`` epochs, computes
     ``scores(model) -> {name: value}`` (in eval mode), appends ``(epoch, scores)`` to ``history`` and keeps
-    a copy of the weights of the epoch with the highest ``scores[key]`` (the earliest among equals).
-    ``restore(model)`` loads that copy. It never stops training, so that what the last epochs do can be
-    seen; ``best_epoch`` says which epoch to keep. Epochs count from 1.
+    a copy of the weights of the epoch with the highest ``scores[key]`` (the earliest among equals), whose
+    score is ``best_score``. ``restore(model)`` loads that copy. It never stops training, so that what the
+    last epochs do can be seen; ``best_epoch`` says which epoch to keep. Epochs count from 1. (The guard of
+    :func:`advlib.defenses.fast_adversarial_training` stops on top of it.)
     """
 
     def __init__(self, scores: Callable[[nn.Module], dict], key: str, every: int = 1):
         self.scores, self.key, self.every = scores, key, check_count("every", every, low=1)
         self.history: list[tuple[int, dict]] = []
         self.best_epoch: int | None = None
+        self.best_score = float("-inf")
         self.best_state: dict | None = None
 
     def __call__(self, epoch: int, model: nn.Module) -> None:
@@ -265,8 +267,8 @@ class KeepBest:
         if self.key not in scores:
             raise KeyError(f"scores returned {sorted(scores)}, without the key {self.key!r} to keep the best by")
         self.history.append((epoch, scores))
-        if self.best_epoch is None or scores[self.key] > dict(self.history)[self.best_epoch][self.key]:
-            self.best_epoch = epoch
+        if self.best_epoch is None or scores[self.key] > self.best_score:
+            self.best_epoch, self.best_score = epoch, scores[self.key]
             self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     def restore(self, model: nn.Module) -> nn.Module:

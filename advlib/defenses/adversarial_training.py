@@ -23,7 +23,6 @@ Both return a :class:`~advlib.train.History` and leave the model in eval mode, a
 
 from __future__ import annotations
 
-import copy
 from functools import partial
 
 import torch
@@ -82,18 +81,16 @@ def fast_adversarial_training(model: nn.Module, x: torch.Tensor, y: torch.Tensor
     generator = torch.Generator().manual_seed(seed)
     attack = partial(pgd, eps=eps, alpha=alpha, steps=1, keep="last", generator=generator)
     x_guard, y_guard = x[:guard_size].to(device), y[:guard_size].to(device)
-    best = {"accuracy": -1.0, "state": None}
+    best = train.KeepBest(lambda model: {"accuracy": evaluate.pgd_accuracy(
+        model, x_guard, y_guard, eps=eps, steps=guard_steps, seed=seed)}, "accuracy")
     checks: list[float] = []
     stopped: list[int] = []
 
     def check_for_overfitting(epoch: int, model: nn.Module) -> bool:
-        accuracy = evaluate.pgd_accuracy(model, x_guard, y_guard, eps=eps, steps=guard_steps, seed=seed)
-        checks.append(accuracy)
-        if accuracy > best["accuracy"]:
-            best.update(accuracy=accuracy, state=copy.deepcopy(model.state_dict()))
-            return True
-        if accuracy < best["accuracy"] - guard_drop:
-            model.load_state_dict(best["state"])
+        best(epoch, model)  # keeps the weights of the most robust epoch so far
+        checks.append(best.history[-1][1]["accuracy"])
+        if checks[-1] < best.best_score - guard_drop:
+            best.restore(model)
             stopped.append(epoch)
             return False
         return True
