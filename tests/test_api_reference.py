@@ -21,7 +21,7 @@ API = ROOT / "book" / "api"
 
 # Page -> the modules it documents.
 PAGES = {
-    "attacks": ["advlib.attacks", "advlib.attacks.core", "advlib.attacks.suite"],
+    "attacks": ["advlib.attacks", "advlib.attacks.core", "advlib.attacks.suite", "advlib.attacks.conv_gradient"],
     "certify": ["advlib.certify"],
     "defenses": ["advlib.defenses"],
     "evaluate": ["advlib.evaluate"],

@@ -13,7 +13,9 @@ targeted=False, generator=None, ...)``, wrapped by :func:`attack`, which
   ``norm``/``loss`` known; each failure is a ``TypeError``/``ValueError`` that says what was expected;
 - answers ``eps = 0`` and an empty batch with a copy of ``x``, without running the algorithm;
 - runs the algorithm on the model's device, in eval mode (each submodule's mode restored afterwards), with
-  gradients enabled (also under an enclosing ``torch.no_grad()``), never modifying ``x`` or ``y``;
+  gradients enabled (also under an enclosing ``torch.no_grad()``), never modifying ``x`` or ``y``; on the
+  CPU the model's convolutions compute their input gradients by a forward convolution
+  (:mod:`advlib.attacks.conv_gradient`, autograd's result up to rounding, the weights getting none);
 - returns a detached tensor on ``x``'s device, clamped to [0,1] and, for an eps-bounded attack, to the
   eps-ball around ``x`` (Linf or L2).
 
@@ -46,6 +48,7 @@ from torch import nn
 
 from .. import utils
 from ..utils import eval_mode, model_device
+from .conv_gradient import conv_input_gradients
 
 NORMS = ("linf", "l2")
 LOSSES = ("ce", "margin", "dlr")
@@ -99,7 +102,7 @@ def attack(ball: str | None = None, *, reals: tuple[str, ...] = (), positive: tu
             x_dev, y_dev = x.detach().to(device), y.detach().to(device)
             hook = model.register_forward_hook(utils.label_hook(y_dev))
             try:
-                with eval_mode(model), torch.enable_grad():
+                with eval_mode(model), conv_input_gradients(model), torch.enable_grad():
                     x_adv = body(model, x_dev, y_dev, **options)
             finally:
                 hook.remove()
