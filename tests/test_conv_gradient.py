@@ -38,7 +38,12 @@ def test_equals_autograd(c_in, c_out, kernel, stride, padding, size):
     conv = nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding).double()
     x = torch.randn(3, c_in, *size, dtype=torch.double)
     out, expected = gradients(conv, x)
+    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(0), dtype=out.dtype)
+    kernel = conv_gradient.phase_kernel(conv.weight.detach(), conv.stride)
+    direct = conv_gradient.conv_transpose_gradient(grad_out, kernel, conv.stride, conv.padding, tuple(size))
+    torch.testing.assert_close(direct, expected, rtol=0, atol=1e-12)
     with conv_input_gradients(conv):
+        assert ("forward" in conv.__dict__) == (conv.stride != (1, 1))  # stride 1 is left to autograd
         swapped_out, grad = gradients(conv, x)
     assert torch.equal(swapped_out, out)
     assert grad.shape == x.shape and grad.is_contiguous()
@@ -61,8 +66,8 @@ def test_swaps_only_plain_convolutions_and_restores_them():
         pass
 
     plain = nn.Conv2d(1, 2, 3, stride=2)
-    skipped = [nn.Conv2d(2, 2, 3, groups=2), nn.Conv2d(2, 2, 3, dilation=2), nn.Conv2d(2, 2, 3, padding="same"),
-               nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect"), Custom(2, 2, 3)]
+    skipped = [nn.Conv2d(2, 2, 3), nn.Conv2d(2, 2, 3, stride=2, groups=2), nn.Conv2d(2, 2, 3, stride=2, dilation=2),
+               nn.Conv2d(2, 2, 3, stride=2, padding=1, padding_mode="reflect"), Custom(2, 2, 3, stride=2)]
     model = nn.Sequential(plain, *skipped)
     with conv_input_gradients(model):
         assert "forward" in plain.__dict__
