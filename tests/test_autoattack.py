@@ -18,6 +18,7 @@ from torch import nn
 from advlib import evaluate
 from advlib.attacks import pgd
 from advlib.defenses import InputQuantization
+from advlib.evaluate.autoattack import CPU_TARGETED_ROWS
 
 EPS = 0.1
 QUICK = dict(steps=20, targets=3, queries=300)  # the paper's 100, 9 and 5,000, lowered for a unit test
@@ -123,6 +124,21 @@ def test_each_attack_runs_only_on_the_examples_still_standing(trained):
     assert r.robust_accuracy == 0 and r.accuracy["APGD-CE"] == 0
     assert r.evaluations["APGD-T"] == r.evaluations["FAB-T"] == r.evaluations["Square"] == 0
     assert max(rows) <= len(x)
+
+
+def test_targeted_passes_on_the_cpu_fit_the_cache(trained):
+    """On the CPU, APGD-T's and FAB-T's passes hold at most CPU_TARGETED_ROWS rows (images times targets),
+    whatever batch_size; APGD-CE and Square keep batch_size images a pass."""
+    model, x, y = trained
+    rows = []
+    hook = model.register_forward_hook(lambda m, inputs, out: rows.append(len(inputs[0])))
+    try:
+        r = evaluate.autoattack(model, x, y, eps=EPS, batch_size=1000, steps=2, targets=9, queries=2)
+    finally:
+        hook.remove()
+    cap = CPU_TARGETED_ROWS
+    assert len(x) <= cap < 9 * round(r.accuracy["APGD-CE"] * len(x))  # without the cap a pass would exceed it
+    assert max(rows) == cap
 
 
 def test_the_same_seed_gives_the_same_result_whatever_the_batch_size(trained, standard):
