@@ -174,17 +174,23 @@ class _Search:
         for _ in range(steps):
             if len(active) == 0:
                 break
-            x0, label, target = self.x0[active], self.label[active], self.target[active]
-            x_new = _fab_step(self.model, x_cur[active], x0, label, target, self.mode, self.norm,
-                              self.alpha_max, self.eta)
+            everyone = len(active) == len(self.x0)  # then the rows are used as they are, without copies
+            x0, label, target, x_at = ((self.x0, self.label, self.target, x_cur) if everyone else
+                                       (self.x0[active], self.label[active], self.target[active], x_cur[active]))
+            x_new = _fab_step(self.model, x_at, x0, label, target, self.mode, self.norm, self.alpha_max, self.eta)
             with torch.no_grad():
                 success = _success(self.model(x_new), label, target, self.mode)
             size = _norm(x_new - x0, self.norm)
             better = success & (size < self.best_norm[active])
-            self.best[active[better]] = x_new[better]
-            self.best_norm[active[better]] = size[better]
+            if better.any():
+                self.best[active[better]] = x_new[better]
+                self.best_norm[active[better]] = size[better]
             back = success.view(-1, *[1] * (x_new.ndim - 1))
-            x_cur[active] = torch.where(back, (1 - self.beta) * x0 + self.beta * x_new, x_new)
+            x_next = torch.where(back, (1 - self.beta) * x0 + self.beta * x_new, x_new)
+            if everyone:
+                x_cur = x_next
+            else:
+                x_cur[active] = x_next
             if self.eps is not None and better.any():
                 active = (~self.finished()).nonzero()[:, 0]
 
