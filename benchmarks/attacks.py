@@ -11,7 +11,9 @@ alpha 0.01, 20 steps, random start). Per model, the median over repeats of
   noise in the eps-ball, clipped to [0,1]). On a CPU a pass costs more there than at the clean images
   (5-9% for the small CNN, measured; max pooling and ReLU branch on the values, and noisy images
   likely make those branches unpredictable), so the clean-image pass (``limit_clean``) is recorded
-  too but is not the limit;
+  too but is not the limit. The pass is made as advlib's attacks make it: on the CPU a strided
+  convolution's input gradient comes from one forward convolution (``advlib.attacks.conv_gradient``);
+  the same pass through autograd alone is recorded too (``limit_autograd``);
 - ours: ``advlib.attacks.pgd`` total time / steps (so its random start, best-iterate bookkeeping and
   final evaluation pass are charged to the steps);
 - ours with ``keep="last"``: the last iterate, as torchattacks returns it (no best-iterate bookkeeping and
@@ -53,7 +55,9 @@ Linf eps 0.1, with both attacks' robust accuracy.
 AutoAttack (``--only autoattack``): a whole standard evaluation, ours (``advlib.evaluate.autoattack``) against
 torchattacks' ``AutoAttack`` set to the paper's 100 iterations, on the same network and the first 500 test
 images at Linf eps 0.1: the time of each (goal: ours at most half of theirs) and the robust accuracy each
-reports (goal: ours not above theirs), with ours after each of its attacks.
+reports (goal: ours not above theirs), with ours after each of its attacks. Each attack's wall time, ours
+and theirs, splits the whole; Square's floor is the time of its forward passes alone (as many as it made, over
+the images it attacked), which no implementation of its 5,000 queries can go below.
 
 Each benchmark is a function in :data:`BENCHMARKS` taking the run's settings and returning
 ``{"rows": [...], ...}``.
@@ -79,6 +83,7 @@ import torch.nn.functional as F
 
 from advlib import data, models
 from advlib.attacks import core, pgd
+from advlib.attacks.conv_gradient import conv_input_gradients
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -227,12 +232,16 @@ def time_pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: t
     x_visited = (x + noise).clamp_(0.0, 1.0)  # where a PGD step computes its gradient
 
     def passes(images):  # as many passes as a PGD run makes, so the timings are of similar length
+        with conv_input_gradients(model):  # the passes as advlib's attacks make them
+            autograd_passes(images)
+
+    def autograd_passes(images):  # the same passes as autograd alone makes them
         for _ in range(steps):
             x_var = images.clone().requires_grad_(True)
             torch.autograd.grad(F.cross_entropy(model(x_var), y, reduction="sum"), x_var)
 
-    def algorithm_only():  # pgd's body without the contract around it (checks, eval mode, clamp, device moves)
-        with torch.enable_grad():
+    def algorithm_only():  # pgd's body without the contract around it (checks, eval mode, clamp, device moves),
+        with torch.enable_grad(), conv_input_gradients(model):  # its passes made as the contract makes them
             return pgd.__wrapped__(model, x, y, eps=eps, alpha=alpha, steps=steps, keep="last")
 
     # the contract alone: an attack whose algorithm returns x at once, through the same checks, moves and clamp
@@ -242,7 +251,8 @@ def time_pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: t
             "ours_last": lambda: pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, keep="last"),
             "algorithm_last": algorithm_only,
             "contract": lambda: contract_only(model, x, y, eps=eps, alpha=alpha, steps=steps),
-            "torchattacks": lambda: attack(x, y), "limit_clean": lambda: passes(x)}
+            "torchattacks": lambda: attack(x, y), "limit_clean": lambda: passes(x),
+            "limit_autograd": lambda: autograd_passes(x_visited)}
     for fn in runs.values():  # warm up (allocator, kernels, lazy imports)
         fn()
     times = {key: [t / steps for t in values] for key, values in timed_in_turn(runs, device, repeats).items()}
@@ -253,6 +263,9 @@ def time_pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: t
         "torchattacks_ms_per_step": 1e3 * med["torchattacks"], "limit_clean_ms": 1e3 * med["limit_clean"],
         "ours_over_limit": med["ours"] / med["limit"], "ours_over_limit_clean": med["ours"] / med["limit_clean"],
         "ours_over_torchattacks": med["ours"] / med["torchattacks"],
+        # the same passes through autograd alone (without advlib.attacks.conv_gradient)
+        "limit_autograd_ms": 1e3 * med["limit_autograd"],
+        "limit_over_limit_autograd": med["limit"] / med["limit_autograd"],
         # keep="last" returns the last iterate as torchattacks does: no best-iterate bookkeeping, no final pass
         "ours_last_ms_per_step": 1e3 * med["ours_last"], "ours_last_over_limit": med["ours_last"] / med["limit"],
         "ours_last_over_torchattacks": med["ours_last"] / med["torchattacks"],
@@ -291,7 +304,7 @@ def print_pgd(result: dict) -> None:
               f"/limit {r['ours_last_over_limit']:.3f}, /torchattacks {r['ours_last_over_torchattacks']:.3f}; "
               f"the contract costs {r['contract_ms_per_call']:.3f} ms a call, {r['contract_share_of_steps']:.2%} of "
               f"{PGD_BUDGET['steps']} steps' limit (with the algorithm x{r['contract_overhead']:.4f}, "
-              f"paired x{r['contract_overhead_paired']:.4f}, within the noise)")
+              f"paired x{r['contract_overhead_paired']:.4f})")
         print(f"{r['model']}: paired medians ours/limit {r['ours_over_limit_paired']:.3f}, ours/torchattacks "
               f"{r['ours_over_torchattacks_paired']:.3f}; of minimums {r['ours_over_limit_of_minimums']:.3f}, "
               f"{r['ours_over_torchattacks_of_minimums']:.3f}")
@@ -467,7 +480,31 @@ def print_one_pixel(result: dict) -> None:
 # --- APGD and AutoAttack --------------------------------------------------------------------------------
 
 # a whole AutoAttack evaluation takes minutes on a CPU: it is timed once per library, not --repeats times
-AUTOATTACK_SETTINGS = {"zoo": "wong-kolter-madry", "images": 500, "eps": 0.1, "steps": 100, "repeats": 1}
+AUTOATTACK_SETTINGS = {"zoo": "wong-kolter-madry", "images": 500, "eps": 0.1, "steps": 100, "repeats": 3}
+AUTOATTACK_NAMES = ("APGD-CE", "APGD-T", "FAB-T", "Square")  # the standard version's attacks, in order
+
+
+def clocked(forward: Callable, name: str, seconds: list[dict[str, float]]) -> Callable:
+    """``forward`` that adds the wall time of each call to ``seconds[-1][name]`` (the current run's; the clock
+    of advlib's own per-attack report, so that the two split alike)."""
+    def run(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return forward(*args, **kwargs)
+        finally:
+            seconds[-1][name] = seconds[-1].get(name, 0.0) + time.perf_counter() - start
+    return run
+
+
+def forward_passes(model: torch.nn.Module, x: torch.Tensor, passes: int, device: torch.device) -> float:
+    """Wall seconds of ``passes`` forward passes of ``model`` over ``x`` (one batch), without autograd."""
+    synchronize(device)
+    start = time.perf_counter()
+    with torch.no_grad():
+        for _ in range(passes):
+            model(x)
+    synchronize(device)
+    return time.perf_counter() - start
 
 
 def madry_network(device: torch.device) -> torch.nn.Module:
@@ -479,8 +516,9 @@ def madry_network(device: torch.device) -> torch.nn.Module:
 
 def bench_apgd(device: torch.device, repeats: int, batch: int) -> dict:
     """Time per APGD step (Croce and Hein 2020): ``advlib.attacks.apgd`` on the cross-entropy, 100 steps,
-    against the limit (one forward and backward pass at a visited point, as for PGD) and against
-    ``torchattacks.APGD`` at the same settings, on chapter 10's Madry network and ``batch`` test images."""
+    against the limit (one forward and backward pass at a visited point, made as advlib makes it, as for PGD)
+    and against ``torchattacks.APGD`` at the same settings, on chapter 10's Madry network and ``batch`` test
+    images."""
     import torchattacks
 
     from advlib.attacks import apgd
@@ -492,12 +530,16 @@ def bench_apgd(device: torch.device, repeats: int, batch: int) -> dict:
     noise = torch.rand(x.shape, generator=torch.Generator().manual_seed(0)).mul_(2 * eps).sub_(eps).to(device)
     x_visited = (x + noise).clamp_(0.0, 1.0)
 
-    def passes():
+    def autograd_passes():
         for _ in range(steps):
             x_var = x_visited.clone().requires_grad_(True)
             torch.autograd.grad(F.cross_entropy(model(x_var), y, reduction="sum"), x_var)
 
-    runs = {"limit": passes,
+    def passes():  # the passes as advlib's attacks make them
+        with conv_input_gradients(model):
+            autograd_passes()
+
+    runs = {"limit": passes, "limit_autograd": autograd_passes,
             "ours": lambda: apgd(model, x, y, eps=eps, steps=steps, generator=torch.Generator().manual_seed(0)),
             "torchattacks": lambda: theirs(x, y)}
     outputs = {key: fn() for key, fn in runs.items()}  # warm-up; the attacks' outputs are scored
@@ -512,6 +554,8 @@ def bench_apgd(device: torch.device, repeats: int, batch: int) -> dict:
            "ours_over_limit": med["ours"] / med["limit"], "ours_over_torchattacks": med["ours"] / med["torchattacks"],
            "ours_over_limit_paired": statistics.median(
                o / t for o, t in zip(times["ours"], times["limit"], strict=True)),
+           "limit_autograd_ms": 1e3 * med["limit_autograd"],
+           "limit_over_limit_autograd": med["limit"] / med["limit_autograd"],
            "robust_accuracy": robust,
            "samples_ms": {key: [round(1e3 * t, 3) for t in v] for key, v in times.items()}}
     return {"goal": {"ours_over_limit": 1.05, "ours_over_torchattacks": 1.0},
@@ -531,8 +575,10 @@ def bench_autoattack(device: torch.device, repeats: int, batch: int) -> dict:
     """AutoAttack's standard version, ours (``advlib.evaluate.autoattack``) against torchattacks'
     ``AutoAttack`` with its APGD, APGD-T and FAB set to the paper's 100 iterations (its default of 10 is a
     departure from the reference), on chapter 10's Madry network and the first ``images`` test images at
-    Linf eps 0.1: the time of a whole evaluation and the robust accuracy each reports. One run each
-    (``AUTOATTACK_SETTINGS["repeats"]``, not ``--repeats``): a whole evaluation takes minutes on a CPU."""
+    Linf eps 0.1: the time of a whole evaluation and of each attack in it (medians) and the robust accuracy
+    each reports. ``AUTOATTACK_SETTINGS["repeats"]`` runs each, in turn (not ``--repeats``): a whole
+    evaluation takes minutes on a CPU. Then Square's floor: its forward passes alone, as many as ours made
+    over the images it attacked, timed as many times (median)."""
     import torchattacks
 
     from advlib import evaluate
@@ -542,15 +588,19 @@ def bench_autoattack(device: torch.device, repeats: int, batch: int) -> dict:
     x, y = test_images(n, device)
     eps, steps = AUTOATTACK_SETTINGS["eps"], AUTOATTACK_SETTINGS["steps"]
     theirs = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard", n_classes=10, seed=0)
-    for attack in theirs._autoattack.attacks:  # the paper's 100 iterations (Square keeps its 5,000 queries)
+    their_seconds: list[dict[str, float]] = []  # per run: attack -> wall seconds
+    for name, attack in zip(AUTOATTACK_NAMES, theirs._autoattack.attacks, strict=True):
         if hasattr(attack, "steps") and not isinstance(attack, torchattacks.Square):
-            attack.steps = steps
-    outputs = {}
+            attack.steps = steps  # the paper's 100 iterations (Square keeps its 5,000 queries)
+        attack.forward = clocked(attack.forward, name, their_seconds)
+    outputs, our_seconds = {}, []
 
     def ours():
         outputs["ours"] = evaluate.autoattack(model, x, y, eps=eps, steps=steps, batch_size=n, desc=None)
+        our_seconds.append(outputs["ours"].seconds)
 
     def peer():
+        their_seconds.append({})
         outputs["torchattacks"] = theirs(x, y)
 
     times = timed_in_turn({"ours": ours, "torchattacks": peer}, device, AUTOATTACK_SETTINGS["repeats"])
@@ -560,11 +610,22 @@ def bench_autoattack(device: torch.device, repeats: int, batch: int) -> dict:
         robust = {"ours": outputs["ours"].robust_accuracy,
                   "torchattacks": (clean & (model(outputs["torchattacks"]).argmax(1) == y)).float().mean().item()}
     report = outputs["ours"]
+    # Square's floor: its forward passes alone, as many as it made, over the images it attacked
+    square_images = x[torch.tensor([b in (None, "Square") for b in report.broken_by], device=x.device) & clean]
+    square_limit = statistics.median(forward_passes(model, square_images, round(report.evaluations["Square"]),
+                                                    device) for _ in range(AUTOATTACK_SETTINGS["repeats"]))
+    ours_split = {name: statistics.median(run[name] for run in our_seconds) for name in AUTOATTACK_NAMES}
+    their_split = {name: statistics.median(run[name] for run in their_seconds) for name in AUTOATTACK_NAMES}
+    per_attack = {name: ours_split[name] / their_split[name] for name in AUTOATTACK_NAMES}
     row = {"model": AUTOATTACK_SETTINGS["zoo"], "images": n, "eps": eps, "steps": steps,
            "ours_s": med["ours"], "torchattacks_s": med["torchattacks"],
            "ours_over_torchattacks": med["ours"] / med["torchattacks"],
            "clean_accuracy": clean.float().mean().item(), "robust_accuracy": robust,
-           "ours_after_each_attack": report.accuracy, "ours_seconds_per_attack": report.seconds,
+           "ours_after_each_attack": report.accuracy, "ours_seconds_per_attack": ours_split,
+           "torchattacks_seconds_per_attack": their_split, "ours_over_torchattacks_per_attack": per_attack,
+           "square_images": len(square_images), "square_forward_limit_s": square_limit,
+           "square_limit_over_torchattacks_square": square_limit / their_split["Square"],
+           "samples_seconds_per_attack": {"ours": our_seconds, "torchattacks": their_seconds},
            "ours_evaluations_per_example": report.evaluations, "ours_flags": report.flags,
            "samples_s": {key: [round(t, 2) for t in v] for key, v in times.items()}}
     return {"goal": {"ours_over_torchattacks": 0.5, "robust_accuracy": "ours <= torchattacks"},
@@ -580,6 +641,10 @@ def print_autoattack(result: dict) -> None:
           f"ratio {r['ours_over_torchattacks']:.3f}; clean {r['clean_accuracy']:.3f}, "
           f"robust accuracy {r['robust_accuracy']}")
     print(f"ours after each attack: {r['ours_after_each_attack']}; seconds {r['ours_seconds_per_attack']}")
+    print(f"torchattacks' seconds {r['torchattacks_seconds_per_attack']}; ours/theirs per attack "
+          f"{ {k: round(v, 3) for k, v in r['ours_over_torchattacks_per_attack'].items()} }")
+    print(f"Square's forward passes alone ({r['square_images']} images): {r['square_forward_limit_s']:.1f} s, "
+          f"{r['square_limit_over_torchattacks_square']:.3f} of torchattacks' Square")
 
 
 # name -> (benchmark function(device, repeats, batch) -> dict, printer of its result)
