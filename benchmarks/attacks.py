@@ -56,8 +56,9 @@ AutoAttack (``--only autoattack``): a whole standard evaluation, ours (``advlib.
 torchattacks' ``AutoAttack`` set to the paper's 100 iterations, on the same network and the first 500 test
 images at Linf eps 0.1: the time of each (goal: ours at most half of theirs) and the robust accuracy each
 reports (goal: ours not above theirs), with ours after each of its attacks. Each attack's wall time, ours
-and theirs, splits the whole; Square's floor is the time of its forward passes alone (as many as it made, over
-the images it attacked), which no implementation of its 5,000 queries can go below.
+and theirs, splits the whole (wall time, as advlib's report measures it, while the totals are on the run's
+clock); Square's floor is the wall time of our Square's forward passes alone (as many as it made, over the
+images it attacked): what an implementation making the same queries spends in the model.
 
 Each benchmark is a function in :data:`BENCHMARKS` taking the run's settings and returning
 ``{"rows": [...], ...}``.
@@ -479,7 +480,7 @@ def print_one_pixel(result: dict) -> None:
 
 # --- APGD and AutoAttack --------------------------------------------------------------------------------
 
-# a whole AutoAttack evaluation takes minutes on a CPU: it is timed once per library, not --repeats times
+# a whole AutoAttack evaluation takes minutes on a CPU: it is timed "repeats" times per library, not --repeats
 AUTOATTACK_SETTINGS = {"zoo": "wong-kolter-madry", "images": 500, "eps": 0.1, "steps": 100, "repeats": 3}
 AUTOATTACK_NAMES = ("APGD-CE", "APGD-T", "FAB-T", "Square")  # the standard version's attacks, in order
 
@@ -614,9 +615,11 @@ def bench_autoattack(device: torch.device, repeats: int, batch: int) -> dict:
     square_images = x[torch.tensor([b in (None, "Square") for b in report.broken_by], device=x.device) & clean]
     square_limit = statistics.median(forward_passes(model, square_images, round(report.evaluations["Square"]),
                                                     device) for _ in range(AUTOATTACK_SETTINGS["repeats"]))
-    ours_split = {name: statistics.median(run[name] for run in our_seconds) for name in AUTOATTACK_NAMES}
-    their_split = {name: statistics.median(run[name] for run in their_seconds) for name in AUTOATTACK_NAMES}
-    per_attack = {name: ours_split[name] / their_split[name] for name in AUTOATTACK_NAMES}
+    # an attack that found no image left standing is not called (theirs) or takes no time
+    ours_split = {name: statistics.median(run.get(name, 0.0) for run in our_seconds) for name in AUTOATTACK_NAMES}
+    their_split = {name: statistics.median(run.get(name, 0.0) for run in their_seconds) for name in AUTOATTACK_NAMES}
+    per_attack = {name: ours_split[name] / their_split[name] if their_split[name] else None
+                  for name in AUTOATTACK_NAMES}
     row = {"model": AUTOATTACK_SETTINGS["zoo"], "images": n, "eps": eps, "steps": steps,
            "ours_s": med["ours"], "torchattacks_s": med["torchattacks"],
            "ours_over_torchattacks": med["ours"] / med["torchattacks"],

@@ -486,10 +486,11 @@ BENCHMARKS = (
         autoattack_rows),
     Benchmark(
         "AutoAttack, attack by attack",
-        "The same runs split by attack (wall time of each attack inside the whole evaluation, ours and "
-        "torchattacks'). Each attack runs on the images every earlier one left standing. Square's floor is "
-        "the time of its forward passes alone, as many as ours made, over the images it attacked: 5,000 "
-        "queries per image at the paper's settings, which no implementation can avoid.",
+        "The same runs split by attack: the wall time of each attack inside the whole evaluation, ours and "
+        "torchattacks' (medians; the totals above are on the run's clock). Each attack runs on the images "
+        "every earlier one left standing. The last column is the wall time of our Square's forward passes "
+        "alone, as many as it made (5,000 queries per image at the paper's settings), over the images it "
+        "attacked: what any implementation making those queries spends in the model.",
         "attacks", ("benchmarks", "autoattack"),
         ["model", "attack", "ours (s)", "torchattacks (s)", "ours/torchattacks", "Square's forward passes (s)"],
         autoattack_attack_rows),

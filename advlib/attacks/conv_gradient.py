@@ -1,11 +1,11 @@
-"""The input gradient of a convolution computed by a forward convolution, for attacks on the CPU.
+"""The input gradient of an image's first convolution computed by a forward convolution, for attacks on
+the CPU.
 
 An attack needs d loss / d x, and for a convolution layer y = conv(x, W, stride s, padding p) that is the
 transposed convolution of the output gradient g. On the CPU, oneDNN's backward-data kernel for a strided
-convolution is several times slower than its forward kernel (measured on chapter 10's network, 495 images,
-one AMD EPYC core: 20 ms against 1.7 ms forward for its first layer, 14 ms against 5.7 ms for its second),
-and an attack spends most of its time in such backward passes. Computed as below, a forward and backward
-pass of that network takes 15-25% less time, APGD-T 26% and FAB-T 15% (same machine, 144 images a pass).
+convolution with few input channels (an image's first layer: 1, 3 or 4 channels) is several times slower
+than its forward kernel: 20 ms against 1.7 ms for the first layer of chapter 10's network (1 to 16 channels,
+4x4, stride 2; 495 images, one AMD EPYC core), and an attack spends most of its time in backward passes.
 
 The polyphase form (the "sub-pixel" view of a transposed convolution) computes the same gradient with one
 forward convolution. Write an input position as a = s m + r with phase r in {0, ..., s - 1}; the taps
@@ -16,13 +16,20 @@ u of the kernel that reach it are u = r + s t, so
 a full correlation of g with the kernel's phase (r, r') flipped, T = ceil(k / s) taps per axis (the kernel
 padded with zero taps to s T). All s^2 phases are output channels of one ``conv2d`` (C_in s^2 of them, from
 C_out), ``pixel_shuffle`` interleaves them back into the image grid, and cropping the padding p gives dx.
-The products are the forward pass's (k^2 C_in C_out per output position), and the result equals autograd's
-up to rounding (tests compare them on many shapes).
+Where the stride divides the kernel the products are the forward pass's (k^2 C_in C_out per output
+position); otherwise (s T / k)^2 times as many, against zero taps. The result equals autograd's up to
+rounding (tests compare them on many shapes).
 
-:func:`conv_input_gradients` swaps this in for the block, on every plain strided ``nn.Conv2d`` of a model on the
-CPU (groups 1, dilation 1, zero padding given as numbers); :func:`advlib.attacks.core.attack` uses it for every
-attack. Only the input gradient flows through a swapped layer: the weights get none (an attack never needs
-them), and the layer is restored afterwards.
+Where it pays: measured on one core, the swap took the first layer's input gradient from 20 ms to 6 ms and a
+forward and backward pass of chapter 10's network from 72 to 56 microseconds an image (144 images a pass),
+but made wider layers slower (16 to 32 channels: 0.9 to 1.4 times autograd's time with the batch; 64 to 128
+channels, 3x3, stride 2: 1.35 times; 1x1, stride 2: 1.7 times). So :func:`conv_input_gradients` swaps it
+in, for the block, only on a plain ``nn.Conv2d`` on the CPU with at most ``FEW_CHANNELS`` input channels, a
+stride other than 1 that divides the kernel, groups 1, dilation 1 and zero padding given as numbers; every
+attack built with :func:`advlib.attacks.core.attack` runs inside it. Only the input gradient flows through
+a swapped layer: its weights get none (no attack differentiates with respect to them; a model that adapts
+its own first-layer weights by gradient inside its forward would not see that gradient during an attack),
+and the layer is restored afterwards. Double backward through it works (the backward is differentiable).
 """
 
 from __future__ import annotations
@@ -32,10 +39,10 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 
-__all__ = ["conv_input_gradients", "conv_transpose_gradient", "phase_kernel"]
+__all__ = ["FEW_CHANNELS", "conv_input_gradients", "conv_transpose_gradient", "phase_kernel"]
 
+FEW_CHANNELS = 4  # the most input channels of a swapped convolution (an image's: grey, RGB, RGBA)
 CHANNELS_LAST_FROM = 4  # input channels from which the phase convolution runs in channels-last memory
 
 
@@ -74,7 +81,8 @@ def conv_transpose_gradient(grad: torch.Tensor, kernel: torch.Tensor, stride: tu
 
 class _Conv2dInputGradient(torch.autograd.Function):
     """conv2d forward as usual; backward gives the input gradient by :func:`conv_transpose_gradient` and no
-    gradient to the weights (passed in detached)."""
+    gradient to the weights (passed in detached). The backward is made of differentiable operations, linear
+    in the output gradient, so a second backward pass through it works."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding):
@@ -83,20 +91,23 @@ class _Conv2dInputGradient(torch.autograd.Function):
         return F.conv2d(x, weight, bias, stride, padding)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad):
         (weight,) = ctx.saved_tensors
-        kernel = phase_kernel(weight, ctx.stride)
+        kernel = phase_kernel(weight.to(grad.dtype), ctx.stride)  # under autocast the gradient may be lower
         dx = conv_transpose_gradient(grad, kernel, ctx.stride, ctx.padding, ctx.size)
         return dx, None, None, None, None
 
 
 def _swappable(module: nn.Module) -> bool:
-    """A plain strided ``nn.Conv2d`` whose forward is the class's, with groups 1, dilation 1 and zero padding
-    given as numbers (not "same"/"valid"). Stride 1 is left to autograd: oneDNN's backward kernel is not slow
-    there, and the swap made ``advlib.models.small_cnn`` (3x3 convolutions, stride 1) 15% slower."""
-    return (type(module) is nn.Conv2d and "forward" not in module.__dict__ and module.groups == 1
-            and module.stride != (1, 1)
+    """A plain ``nn.Conv2d`` on the CPU whose forward is the class's, with at most ``FEW_CHANNELS`` input
+    channels, a stride other than (1, 1) that divides the kernel, groups 1, dilation 1 and zero padding given
+    as numbers (not "same"/"valid"); the module docstring says why. Stride 1 is left to autograd too: its
+    backward kernel is not slow, and the swap made ``advlib.models.small_cnn`` (3x3, stride 1) 15% slower."""
+    if type(module) is not nn.Conv2d:
+        return False
+    divides = all(k % s == 0 for k, s in zip(module.kernel_size, module.stride, strict=True))
+    return ("forward" not in module.__dict__ and module.groups == 1 and module.stride != (1, 1) and divides
+            and module.in_channels <= FEW_CHANNELS
             and module.dilation == (1, 1) and module.padding_mode == "zeros"
             and not isinstance(module.padding, str) and module.weight.device.type == "cpu")
 
@@ -113,8 +124,9 @@ def _forward(module: nn.Conv2d):
 
 @contextmanager
 def conv_input_gradients(model: nn.Module):
-    """For the block, every swappable ``nn.Conv2d`` of ``model`` on the CPU computes its input gradient by
-    one forward convolution (module docstring) and passes no gradient to its weights; restored afterwards."""
+    """For the block, every swappable ``nn.Conv2d`` of ``model`` (on the CPU, few input channels, a stride that
+    divides the kernel: module docstring) computes its input gradient by one forward convolution and passes
+    no gradient to its weights; restored afterwards, also after an error."""
     swapped = [module for module in model.modules() if _swappable(module)]
     for module in swapped:
         module.forward = _forward(module)
@@ -122,4 +134,4 @@ def conv_input_gradients(model: nn.Module):
         yield model
     finally:
         for module in swapped:
-            del module.forward
+            module.__dict__.pop("forward", None)

@@ -14,8 +14,9 @@ targeted=False, generator=None, ...)``, wrapped by :func:`attack`, which
 - answers ``eps = 0`` and an empty batch with a copy of ``x``, without running the algorithm;
 - runs the algorithm on the model's device, in eval mode (each submodule's mode restored afterwards), with
   gradients enabled (also under an enclosing ``torch.no_grad()``), never modifying ``x`` or ``y``; on the
-  CPU the model's convolutions compute their input gradients by a forward convolution
-  (:mod:`advlib.attacks.conv_gradient`, autograd's result up to rounding, the weights getting none);
+  CPU the model's plain strided convolutions with few input channels (an image's first layer) compute their
+  input gradients by a forward convolution (:mod:`advlib.attacks.conv_gradient`: autograd's result up to
+  rounding, their weights getting none);
 - returns a detached tensor on ``x``'s device, clamped to [0,1] and, for an eps-bounded attack, to the
   eps-ball around ``x`` (Linf or L2).
 

@@ -44,9 +44,9 @@ __all__ = ["CPU_TARGETED_ROWS", "SQUARE_TOLERANCE", "TARGETED", "VERSIONS", "Aut
 
 VERSIONS = ("standard", "rand")
 TARGETED = ("APGD-T", "FAB-T")  # attacks whose forward passes carry `targets` copies of each image
-# on the CPU, the targeted attacks' passes hold at most this many rows (images times targets): a pass that
-# fits the cache costs less per row (APGD-T on chapter 10's network: 17% less time at 144 rows than at 432,
-# one AMD EPYC core, measured); Square and APGD-CE keep batch_size images, Square's loop costing per pass
+# on the CPU, the targeted attacks' passes hold at most this many rows (images times targets): measured
+# faster per row (APGD-T on chapter 10's network: 17% less time at 144 rows than at 432, one AMD EPYC core);
+# Square and APGD-CE keep batch_size images, Square's loop costing per pass
 CPU_TARGETED_ROWS = 144
 # the square flag: raised when Square lowers the white-box attacks' robust accuracy by more than this
 # (0.2 points, the tolerance of the reference implementation's check); on fewer than 500 images, one image
@@ -110,10 +110,10 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
 
     ``batch_size`` is the number of images per forward pass: APGD-T and FAB-T, which attack every target
     of an image in one batch, take ``batch_size // targets`` images at a time, and on the CPU at most
-    ``CPU_TARGETED_ROWS // targets`` (144 rows, a pass that fits the cache). Each attack draws from its
+    ``CPU_TARGETED_ROWS // targets`` (144 rows, measured faster on a CPU). Each attack draws from its
     own generator seeded by ``seed``, one stream across its batches, so APGD's and FAB's results do not
     depend on ``batch_size`` (they give a batch the result of its pieces); Square's random squares do. The
-    speed does: on a CPU a pass over a hundred or two images costs less per image than one over thousands
+    speed does: on a CPU a pass over a few hundred images costs less per image than one over thousands
     (1.5-1.8 times less for APGD-T and FAB-T on chapter 10's network, measured); on a GPU, raise it.
     """
     check_model(model)
