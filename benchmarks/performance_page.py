@@ -437,7 +437,9 @@ BENCHMARKS = (
         "Time per step of `advlib.attacks.pgd` (L∞, random start; its whole run divided by its steps, so the random "
         "start, the best-iterate bookkeeping and the final evaluation are charged to the steps), of the same with "
         "`keep=\"last\"` (the last iterate, as torchattacks returns it), and of torchattacks' `PGD`, against the "
-        "limit: one forward and backward pass of the model to its input at a point PGD visits. The last column is "
+        "limit: one forward and backward pass of the model to its input at a point PGD visits, as advlib makes it "
+        "(on the CPU a strided first convolution's input gradient comes from a forward convolution, "
+        "`advlib.attacks.conv_gradient`; autograd's own pass is recorded as `limit_autograd_ms`). The last column is "
         "the cost of the contract every attack goes through (`advlib.attacks.core`: argument checks, eval mode, "
         "device moves, the final clamp), measured on an attack whose algorithm returns at once, as a share of the "
         "limit of the call's steps.",
@@ -468,8 +470,10 @@ BENCHMARKS = (
     Benchmark(
         "APGD against its limit and torchattacks",
         "Auto-PGD on the cross-entropy (`advlib.attacks.apgd`, 100 steps), ms per step against one forward and "
-        "backward pass at a visited point (the limit) and against torchattacks' `APGD` at the same settings, on "
-        "chapter 10's adversarially trained network, with the robust accuracy each leaves.",
+        "backward pass at a visited point as advlib makes it (the limit; autograd's own pass is recorded as "
+        "`limit_autograd_ms`) and against torchattacks' `APGD` at the same settings, on chapter 10's "
+        "adversarially trained network, with the robust accuracy each leaves. APGD stops costing passes on an "
+        "image once it is broken, so it can run below the limit.",
         "attacks", ("benchmarks", "apgd"),
         ["model", "budget", "batch", "limit (ms)", "ours (ms/step)", "torchattacks (ms/step)", "ours/limit",
          "ours/torchattacks", "robust accuracy, ours", "robust accuracy, torchattacks"],
@@ -478,8 +482,9 @@ BENCHMARKS = (
         "AutoAttack against torchattacks",
         "A whole standard AutoAttack evaluation (APGD-CE, APGD-T, FAB-T, Square), ours "
         "(`advlib.evaluate.autoattack`) against torchattacks' `AutoAttack` with its iterations set to the "
-        "paper's 100, on chapter 10's adversarially trained network and the same test images: the time of one "
-        "run of each, and the robust accuracy each reports (ours must not be above theirs).",
+        "paper's 100, on chapter 10's adversarially trained network and the same test images: the median time "
+        "of the recorded runs of each, taken in turn, and the robust accuracy each reports (ours must not be "
+        "above theirs).",
         "attacks", ("benchmarks", "autoattack"),
         ["model", "budget", "images", "ours (s)", "torchattacks (s)", "ours/torchattacks", "clean",
          "robust accuracy, ours", "robust accuracy, torchattacks"],
