@@ -17,7 +17,7 @@ from advlib.attacks.conv_gradient import conv_input_gradients
 
 # (C_in, C_out, kernel, stride, padding, (H, W)): square and rectangular kernels and strides, kernels that
 # the stride does not divide, strides larger than the kernel, padding beyond the kernel, inputs the windows
-# do not cover to the end, inputs no larger than the kernel, channels-last phase convolutions (C_in >= 4)
+# do not cover to the end, inputs no larger than the kernel, and wider layers (not swapped, computed directly)
 SHAPES = [(c_in, 3, k, s, p, size)
           for c_in, k, s, p, size in itertools.product((1, 4, 8), (1, 2, 3, 4, 5), (1, 2, 3), (0, 1, 2),
                                                         ((8, 8), (9, 7)))

@@ -43,7 +43,6 @@ from torch import nn
 __all__ = ["FEW_CHANNELS", "conv_input_gradients", "conv_transpose_gradient", "phase_kernel"]
 
 FEW_CHANNELS = 4  # the most input channels of a swapped convolution (an image's: grey, RGB, RGBA)
-CHANNELS_LAST_FROM = 4  # input channels from which the phase convolution runs in channels-last memory
 
 
 def phase_kernel(weight: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
@@ -63,9 +62,6 @@ def conv_transpose_gradient(grad: torch.Tensor, kernel: torch.Tensor, stride: tu
     ``kernel = phase_kernel(W, stride)``, for inputs of spatial ``size`` (H, W)."""
     (sh, sw), (ph, pw), (height, width) = stride, padding, size
     th, tw = kernel.shape[-2:]
-    if kernel.shape[0] >= CHANNELS_LAST_FROM * sh * sw:
-        grad = grad.contiguous(memory_format=torch.channels_last)
-        kernel = kernel.contiguous(memory_format=torch.channels_last)
     phases = F.conv2d(grad, kernel, padding=(th - 1, tw - 1))
     n, _, rows, cols = phases.shape
     c_in = kernel.shape[0] // (sh * sw)
