@@ -83,13 +83,11 @@ def fast_adversarial_training(model: nn.Module, x: torch.Tensor, y: torch.Tensor
     x_guard, y_guard = x[:guard_size].to(device), y[:guard_size].to(device)
     best = train.KeepBest(lambda model: {"accuracy": evaluate.pgd_accuracy(
         model, x_guard, y_guard, eps=eps, steps=guard_steps, seed=seed)}, "accuracy")
-    checks: list[float] = []
     stopped: list[int] = []
 
     def check_for_overfitting(epoch: int, model: nn.Module) -> bool:
         best(epoch, model)  # keeps the weights of the most robust epoch so far
-        checks.append(best.history[-1][1]["accuracy"])
-        if checks[-1] < best.best_score - guard_drop:
+        if best.history[-1][1]["accuracy"] < best.best_score - guard_drop:
             best.restore(model)
             stopped.append(epoch)
             return False
@@ -98,7 +96,7 @@ def fast_adversarial_training(model: nn.Module, x: torch.Tensor, y: torch.Tensor
     history = train.fit(model, x, y, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                         schedule=schedule, seed=seed, device=device, desc=desc, perturb=attack,
                         epoch_end=check_for_overfitting if guard else None)
-    history.guard_accuracy = checks
+    history.guard_accuracy = [scores["accuracy"] for _, scores in best.history]
     history.stopped_at = stopped[0] if stopped else None
     return history
 
