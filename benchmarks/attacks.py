@@ -68,6 +68,7 @@ Results go to a JSON file that names the hardware, torch's version, the device a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -100,9 +101,9 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 CLOCK = {"now": time.perf_counter}  # set by main()
 
 
-def timed(fn: Callable[[], object], device: torch.device) -> float:
-    """Seconds ``fn()`` takes on the chosen clock, the device synchronised before and after."""
-    now = CLOCK["now"]
+def timed(fn: Callable[[], object], device: torch.device, now: Callable[[], float] | None = None) -> float:
+    """Seconds ``fn()`` takes on the chosen clock (or on ``now``), the device synchronised before and after."""
+    now = now or CLOCK["now"]
     synchronize(device)
     start = now()
     fn()
@@ -210,6 +211,17 @@ def write_results(results: dict, out: Path) -> None:
     print(f"results written to {out}")
 
 
+def gradient_passes(model: torch.nn.Module, images: torch.Tensor, y: torch.Tensor, steps: int, *,
+                    library: bool = True) -> None:
+    """``steps`` forward and backward passes of ``model`` to its input at ``images`` (the cross-entropy summed
+    over the batch): the limit of a gradient attack's steps. ``library``: made as advlib's attacks make them
+    (``advlib.attacks.conv_gradient``); otherwise by autograd alone."""
+    with conv_input_gradients(model) if library else contextlib.nullcontext():
+        for _ in range(steps):
+            x_var = images.clone().requires_grad_(True)
+            torch.autograd.grad(F.cross_entropy(model(x_var), y, reduction="sum"), x_var)
+
+
 def bench_pgd(device: torch.device, repeats: int, batch: int) -> dict:
     """Time per Linf PGD step: ours against one forward+backward (the limit) and against torchattacks."""
     import torchattacks
@@ -233,13 +245,10 @@ def time_pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: t
     x_visited = (x + noise).clamp_(0.0, 1.0)  # where a PGD step computes its gradient
 
     def passes(images):  # as many passes as a PGD run makes, so the timings are of similar length
-        with conv_input_gradients(model):  # the passes as advlib's attacks make them
-            autograd_passes(images)
+        gradient_passes(model, images, y, steps)
 
     def autograd_passes(images):  # the same passes as autograd alone makes them
-        for _ in range(steps):
-            x_var = images.clone().requires_grad_(True)
-            torch.autograd.grad(F.cross_entropy(model(x_var), y, reduction="sum"), x_var)
+        gradient_passes(model, images, y, steps, library=False)
 
     def algorithm_only():  # pgd's body without the contract around it (checks, eval mode, clamp, device moves),
         with torch.enable_grad(), conv_input_gradients(model):  # its passes made as the contract makes them
@@ -499,13 +508,11 @@ def clocked(forward: Callable, name: str, seconds: list[dict[str, float]]) -> Ca
 
 def forward_passes(model: torch.nn.Module, x: torch.Tensor, passes: int, device: torch.device) -> float:
     """Wall seconds of ``passes`` forward passes of ``model`` over ``x`` (one batch), without autograd."""
-    synchronize(device)
-    start = time.perf_counter()
-    with torch.no_grad():
-        for _ in range(passes):
-            model(x)
-    synchronize(device)
-    return time.perf_counter() - start
+    def run():
+        with torch.no_grad():
+            for _ in range(passes):
+                model(x)
+    return timed(run, device, now=time.perf_counter)
 
 
 def madry_network(device: torch.device) -> torch.nn.Module:
@@ -531,16 +538,8 @@ def bench_apgd(device: torch.device, repeats: int, batch: int) -> dict:
     noise = torch.rand(x.shape, generator=torch.Generator().manual_seed(0)).mul_(2 * eps).sub_(eps).to(device)
     x_visited = (x + noise).clamp_(0.0, 1.0)
 
-    def autograd_passes():
-        for _ in range(steps):
-            x_var = x_visited.clone().requires_grad_(True)
-            torch.autograd.grad(F.cross_entropy(model(x_var), y, reduction="sum"), x_var)
-
-    def passes():  # the passes as advlib's attacks make them
-        with conv_input_gradients(model):
-            autograd_passes()
-
-    runs = {"limit": passes, "limit_autograd": autograd_passes,
+    runs = {"limit": lambda: gradient_passes(model, x_visited, y, steps),
+            "limit_autograd": lambda: gradient_passes(model, x_visited, y, steps, library=False),
             "ours": lambda: apgd(model, x, y, eps=eps, steps=steps, generator=torch.Generator().manual_seed(0)),
             "torchattacks": lambda: theirs(x, y)}
     outputs = {key: fn() for key, fn in runs.items()}  # warm-up; the attacks' outputs are scored
