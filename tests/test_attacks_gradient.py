@@ -435,3 +435,16 @@ def test_margin_is_right_when_every_logit_is_negative():
     # t = (1, 0), already the argmax: -3 - (-1) = -2 and -4 - (-2) = -2
     assert core.margin(logits, torch.tensor([1, 0]), targeted=True, kappa=inf).tolist() == [-2.0, -2.0]
     assert core.margin(logits, torch.tensor([1, 0]), targeted=True).tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_keep_rows_is_torch_where_over_the_rows_bit_for_bit(dtype):
+    """core.keep_rows (lerp with weights 0 and 1) must pick each example's row exactly as torch.where does,
+    on values spanning many magnitudes, where any rounding in a + w (b - a) would show."""
+    g = torch.Generator().manual_seed(0)
+    old = torch.rand(64, 3, 5, 5, generator=g, dtype=dtype) * 10.0 ** torch.randint(-30, 30, (64, 3, 5, 5), generator=g)
+    new = torch.rand(64, 3, 5, 5, generator=g, dtype=dtype) * 10.0 ** torch.randint(-30, 30, (64, 3, 5, 5), generator=g)
+    keep = torch.rand(64, generator=g) > 0.5
+    assert 0 < keep.sum() < 64
+    expected = torch.where(keep[:, None, None, None], new, old)
+    assert torch.equal(core.keep_rows(keep, new, old), expected)

@@ -99,8 +99,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha
                 if keep == "best":  # keep x^t where it beats the example's best: success first, then the loss
                     success = (logits.argmax(1) == y) if targeted else (logits.argmax(1) != y)
                     better = (success & ~best_success) | ((success == best_success) & (per_example > best_loss))
-                    # torch.lerp with weights 0 and 1 returns its ends exactly, faster than torch.where on a CPU
-                    best = torch.lerp(best, x_adv, better.to(x_adv.dtype).view(view))
+                    best = core.keep_rows(better, x_adv, best)
                     best_loss = torch.where(better, per_example, best_loss)
                     best_success |= success
                 if last:
