@@ -21,7 +21,8 @@ API = ROOT / "book" / "api"
 
 # Page -> the modules it documents.
 PAGES = {
-    "attacks": ["advlib.attacks", "advlib.attacks.core", "advlib.attacks.suite", "advlib.attacks.conv_gradient"],
+    "attacks": ["advlib.attacks", "advlib.attacks.core", "advlib.attacks.suite", "advlib.attacks.conv_gradient",
+                "advlib.attacks.window_forward"],
     "certify": ["advlib.certify"],
     "defenses": ["advlib.defenses"],
     "evaluate": ["advlib.evaluate"],

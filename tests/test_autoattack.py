@@ -9,6 +9,7 @@ masked model that Square breaks, and stay quiet on a plain trained network.
 
 from __future__ import annotations
 
+import sys
 from functools import partial
 
 import pytest
@@ -126,19 +127,29 @@ def test_each_attack_runs_only_on_the_examples_still_standing(trained):
     assert max(rows) <= len(x)
 
 
-def test_targeted_passes_on_the_cpu_fit_the_cache(trained):
+def test_targeted_passes_on_the_cpu_fit_the_cache(trained, monkeypatch):
     """On the CPU, APGD-T's and FAB-T's passes hold at most CPU_TARGETED_ROWS rows (images times targets),
     whatever batch_size; APGD-CE and Square keep batch_size images a pass."""
     model, x, y = trained
-    rows = []
-    hook = model.register_forward_hook(lambda m, inputs, out: rows.append(len(inputs[0])))
-    try:
-        r = evaluate.autoattack(model, x, y, eps=EPS, batch_size=1000, steps=2, targets=9, queries=2)
-    finally:
-        hook.remove()
+    module = sys.modules["advlib.evaluate.autoattack"]
+    rows = {}
+
+    def counted(name, attack):
+        def run(model, x, y, **options):
+            rows.setdefault(name, []).append(len(x) * options.get("targets", 1))
+            return attack(model, x, y, **options)
+        return run
+
+    for name in ("apgd", "apgd_t", "fab", "square"):
+        monkeypatch.setattr(module, name, counted(name, getattr(module, name)))
+    r = evaluate.autoattack(model, x, y, eps=EPS, batch_size=1000, steps=2, targets=9, queries=2)
     cap = CPU_TARGETED_ROWS
-    assert len(x) <= cap < 9 * round(r.accuracy["APGD-CE"] * len(x))  # without the cap a pass would exceed it
-    assert max(rows) == cap
+    standing = round(r.accuracy["APGD-CE"] * len(x))
+    assert cap < 9 * standing  # without the cap a pass would exceed it
+    for name, before in (("apgd_t", "APGD-CE"), ("fab", "APGD-T")):  # every image standing, 8 a call
+        assert max(rows[name]) == cap // 9 * 9 and sum(rows[name]) == 9 * round(r.accuracy[before] * len(x))
+    assert rows["apgd"] == [round(r.accuracy["clean"] * len(x))]  # one call for every image standing
+    assert rows["square"] == [round(r.accuracy["FAB-T"] * len(x))]
 
 
 def test_the_same_seed_gives_the_same_result_whatever_the_batch_size(trained, standard):

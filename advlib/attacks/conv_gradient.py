@@ -115,6 +115,7 @@ def _forward(module: nn.Conv2d):
             return nn.Conv2d.forward(module, x)
         bias = None if module.bias is None else module.bias.detach()
         return _Conv2dInputGradient.apply(x, module.weight.detach(), bias, module.stride, module.padding)
+    forward.computes_conv2d = True  # the layer's values are conv2d's (advlib.attacks.window_forward reads this)
     return forward
 
 

@@ -39,6 +39,12 @@ every example still running, and an example stops, at no further cost, as soon a
 (targeted: classified as its target). Everything runs under ``torch.no_grad``: the model is only ever
 evaluated, so the attack works on a model whose output has no gradient at all (as :func:`nattack`).
 
+How a query is evaluated (Linf): a proposal differs from the current point in one window, so on a
+convolutional ``nn.Sequential`` only the windows of the feature maps that the change reaches are recomputed
+(:mod:`advlib.attacks.window_forward`; the logits are the full pass's up to rounding, and where they say the
+model is fooled, the model's own full pass decides). Every query is still a call of the model, so its hooks
+see each one. Other models, L2 (whose rescaling changes the whole image) and large windows get full passes.
+
 Where this differs from the authors' and AutoAttack's code: every example draws its own windows, signs
 and transpositions (AutoAttack's Square, like torchattacks', shares one window and one sign per channel
 across the batch in each iteration and does not redraw a proposal that changes nothing; the authors'
@@ -69,6 +75,7 @@ from torch import nn
 from .. import utils
 from ..utils import eval_mode, model_device, progress
 from . import core
+from .window_forward import WindowForward, window_forward
 
 __all__ = ["SquareResult", "p_schedule", "square", "square_with_queries"]
 
@@ -199,11 +206,22 @@ def _one_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, 
              p_init: float, targeted: bool, loss: str, generator) -> tuple[SquareResult, torch.Tensor]:
     """Alg. 1 on a batch: the initial point, then ``queries - 1`` iterations of propose, query, keep if
     better, each example leaving the batch once fooled. Returns the result and each example's loss."""
+    with window_forward(model, enabled=norm == "linf") as local:
+        return _search(model, local, x, y, eps=eps, norm=norm, queries=queries, p_init=p_init, targeted=targeted,
+                       loss=loss, generator=generator)
+
+
+def _search(model: nn.Module, local: WindowForward | None, x: torch.Tensor, y: torch.Tensor, *, eps: float,
+            norm: str, queries: int, p_init: float, targeted: bool, loss: str,
+            generator) -> tuple[SquareResult, torch.Tensor]:
+    """The loop of :func:`_one_run`. With ``local`` (Linf, on a model :mod:`.window_forward` handles), a
+    query recomputes only what the proposal's window reaches; where it says the model is fooled, a full pass
+    confirms, so the success reported is the model's own."""
     height, width = x.shape[2:]
     if norm == "linf":
-        start, propose, side_for = _linf_start, _linf_proposal, _linf_side
+        start, propose, side_for = _linf_start, _linf_proposal_at, _linf_side
     else:
-        start, propose, side_for = _l2_start, _l2_proposal, _l2_side
+        start, propose, side_for = _l2_start, _l2_proposal_at, _l2_side
     best = start(x, eps, generator)
     logits = model(best)
     best_loss = _objective(logits, y, loss, targeted)
@@ -212,17 +230,28 @@ def _one_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, 
     # the examples still running, compacted: their rows, clean images, labels, current points and losses
     running = (~fooled).nonzero().squeeze(1)
     clean, labels, current, current_loss = x[running], y[running], best[running], best_loss[running]
+    if local is not None:
+        local.start(current)
     for iteration in progress(range(queries - 1), desc="Square (queries)", leave=False):
         if len(running) == 0:
             break
         side = side_for(p_schedule(iteration, queries, p_init), height, width)
-        trial = propose(clean, current, eps, side, generator)
-        logits = model(trial)
+        trial, corners = propose(clean, current, eps, side, generator)
+        if local is None:
+            logits = model(trial)
+        else:
+            logits = local(trial, corners, side)
+            claimed = _fooled(logits, labels, targeted)
+            if claimed.any():  # the model's own pass decides a success (the window path rounds differently)
+                logits = logits.clone()
+                logits[claimed] = model(trial[claimed])
         trial_loss = _objective(logits, labels, loss, targeted)
         trial_fooled = _fooled(logits, labels, targeted)
         keep = trial_fooled | (trial_loss < current_loss)
         current = core.keep_rows(keep, trial, current)
         current_loss = torch.where(keep, trial_loss, current_loss)
+        if local is not None:
+            local.keep(keep)
         if trial_fooled.any():  # these stop here, after 1 + (iteration + 1) queries
             done = running[trial_fooled]
             best[done], best_loss[done] = current[trial_fooled], current_loss[trial_fooled]
@@ -230,6 +259,8 @@ def _one_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, 
             stay = ~trial_fooled
             running, clean, labels, current, current_loss = (
                 t[stay] for t in (running, clean, labels, current, current_loss))
+            if local is not None:
+                local.select(stay)
     best[running], best_loss[running] = current, current_loss
     used[running] = queries  # whoever is left ran the whole budget
     return SquareResult(best, used, fooled), best_loss
@@ -263,6 +294,12 @@ def _linf_start(x: torch.Tensor, eps: float, generator) -> torch.Tensor:
 
 
 def _linf_proposal(x: torch.Tensor, current: torch.Tensor, eps: float, side: int, generator) -> torch.Tensor:
+    """:func:`_linf_proposal_at`'s proposal, without its windows' corners."""
+    return _linf_proposal_at(x, current, eps, side, generator)[0]
+
+
+def _linf_proposal_at(x: torch.Tensor, current: torch.Tensor, eps: float, side: int,
+                      generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Alg. 2: a window of side ``side`` at a random position, each channel's pixels in it set to
     clip(x + rho_c eps) with one random sign per channel, the signs uniform over those that change the
     current image (the authors' code redraws until they do).
@@ -288,7 +325,7 @@ def _linf_proposal(x: torch.Tensor, current: torch.Tensor, eps: float, side: int
     hits_idle = (stays_up | stays_down).all(dim=1) & (signs == idle).all(dim=1)
     signs = torch.where(hits_idle[:, None], idle * (1 - 2 * flips), signs)
     window = torch.where(signs[:, :, None] > 0, up, down)
-    return current.flatten(2).scatter(2, index, window).view_as(current)
+    return current.flatten(2).scatter(2, index, window).view_as(current), corners
 
 
 # --- L2 (Sec. 3.2, Alg. 3) ------------------------------------------------------------------------------------
@@ -337,6 +374,11 @@ def _l2_start(x: torch.Tensor, eps: float, generator) -> torch.Tensor:
     top, left = (height - rows * side) // 2, (width - cols * side) // 2
     delta[:, :, top:top + rows * side, left:left + cols * side] = grid
     return (x + eps * delta / _norms(delta)).clamp(0.0, 1.0)
+
+
+def _l2_proposal_at(x: torch.Tensor, current: torch.Tensor, eps: float, side: int, generator):
+    """:func:`_l2_proposal`, and None for the corners: the rescaling to norm eps changes the whole image."""
+    return _l2_proposal(x, current, eps, side, generator), None
 
 
 def _l2_proposal(x: torch.Tensor, current: torch.Tensor, eps: float, side: int, generator) -> torch.Tensor:

@@ -1,0 +1,171 @@
+"""The window path of the Square attack's queries (advlib.attacks.window_forward): a proposal that differs from
+the current point in one window, evaluated by recomputing only the window of each feature map it reaches.
+
+What is checked: its logits equal the model's own pass on every supported kind of layer (strided, padded and
+unpadded convolutions, rectangular kernels, pooling, Normalize and other pointwise layers, RGB), for windows
+anywhere, the image's corners included, of every size; it is really taken for small windows and not for ones
+too large to gain; models it cannot handle (hooks on a layer, global hooks, an unsupported layer, no Flatten,
+no convolution, a forward of their own) get the full pass; the model's own hooks see every query; the swap
+is undone after the block, also after an error; and the Square attack returns the same images, queries and
+successes with and without it.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from advlib import models
+from advlib.attacks import square_with_queries, window_forward
+from advlib.attacks.square import _linf_proposal_at
+from advlib.attacks.window_forward import WindowForward, _plan
+
+
+def odd_net() -> nn.Sequential:
+    """Normalize first, a stride-3 5x5 convolution, Tanh, average pooling, an unstrided padded convolution."""
+    return nn.Sequential(models.Normalize([0.5], [0.3]), nn.Conv2d(1, 4, 5, stride=3, padding=2), nn.Tanh(),
+                         nn.AvgPool2d(2), nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(6 * 5 * 5, 10))
+
+
+def rgb_net() -> nn.Sequential:
+    """Three channels, an unpadded convolution, then a rectangular kernel with unequal strides and padding."""
+    return nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(),
+                         nn.Conv2d(8, 8, (3, 2), stride=(1, 2), padding=(2, 1)), nn.LeakyReLU(0.1),
+                         nn.Flatten(), nn.Linear(8 * 17 * 8, 5))
+
+
+NETS = {"wong-kolter": (models.wong_kolter_cnn, (1, 28, 28)), "small-cnn": (models.small_cnn, (1, 28, 28)),
+        "odd": (odd_net, (1, 28, 28)), "rgb": (rgb_net, (3, 32, 32))}
+
+
+def built(name: str) -> tuple[nn.Module, tuple[int, int, int]]:
+    torch.manual_seed(0)
+    build, shape = NETS[name]
+    return build().eval(), shape
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_the_window_path_gives_the_models_own_logits(name, monkeypatch):
+    monkeypatch.setattr(window_forward, "GAIN", float("inf"))  # take the window path for every size
+    model, (c, h, w) = built(name)
+    x = torch.rand(12, c, h, w, generator=torch.Generator().manual_seed(1))
+    generator = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for side in (1, 2, 3, 4, 5, 8, min(h, w)):
+            current = _linf_proposal_at(x, x.clone(), 0.2, side, generator)[0]  # a point off the clean image
+            with window_forward.window_forward(model) as local:
+                assert local is not None
+                local.start(current)
+                for _ in range(3):
+                    trial, corners = _linf_proposal_at(x, current, 0.2, side, generator)
+                    corners[0] = 0  # the top left corner
+                    corners[1] = torch.tensor([h - side, w - side])  # the bottom right one
+                    trial = _move(current, trial, corners, side)
+                    logits = local(trial, corners, side)
+                    assert local._geometry(trial.shape, side, trial.device) is not None
+                    torch.testing.assert_close(logits, model(trial), rtol=1e-5, atol=1e-5)
+                    keep = torch.rand(len(x), generator=generator) < 0.5
+                    local.keep(keep)
+                    current = torch.where(keep[:, None, None, None], trial, current)
+                    torch.testing.assert_close(local(current, corners, side), model(current), rtol=1e-5, atol=1e-5)
+
+
+def _move(current, trial, corners, side):
+    """``current`` with each example's window at ``corners`` taken from ``trial``'s pixels there shifted to it
+    (any change inside the window will do)."""
+    out = current.clone()
+    for n, (top, left) in enumerate(corners.tolist()):
+        out[n, :, top:top + side, left:left + side] = 1 - current[n, :, top:top + side, left:left + side]
+    return out
+
+
+def test_small_windows_take_the_window_path_and_large_ones_do_not():
+    model, shape = built("wong-kolter")
+    local = WindowForward(model, _plan(model))
+    size = torch.Size((1, *shape))
+    assert all(local._geometry(size, side, torch.device("cpu")) is not None for side in (1, 2, 3, 4))
+    assert local._geometry(size, 28, torch.device("cpu")) is None
+
+
+class Own(nn.Sequential):
+    def forward(self, x):
+        return super().forward(x) * 2
+
+
+@pytest.mark.parametrize("case", ["layer hook", "layer pre-hook", "global hook", "batch norm", "no flatten",
+                                  "no convolution", "own forward", "dilated", "padded pooling", "not sequential"])
+def test_models_it_cannot_handle_get_the_full_pass(case):
+    model, _ = built("wong-kolter")
+    handle = None
+    if case == "layer hook":
+        model[2].register_forward_hook(lambda *args: None)
+    elif case == "layer pre-hook":
+        model[0].register_forward_pre_hook(lambda *args: None)
+    elif case == "global hook":
+        handle = nn.modules.module.register_module_forward_hook(lambda *args: None)
+    elif case == "batch norm":
+        model = nn.Sequential(*model[:1], nn.BatchNorm2d(16), *model[1:]).eval()
+    elif case == "no flatten":
+        model = nn.Sequential(nn.Conv2d(1, 10, 28), nn.ReLU())
+    elif case == "no convolution":
+        model = nn.Sequential(nn.ReLU(), nn.Flatten(), nn.Linear(784, 10))
+    elif case == "own forward":
+        model = Own(*model)
+    elif case == "dilated":
+        model = nn.Sequential(nn.Conv2d(1, 4, 3, dilation=2), nn.Flatten(), nn.Linear(4 * 24 * 24, 10))
+    elif case == "padded pooling":
+        model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.MaxPool2d(2, padding=1), nn.Flatten(), nn.Linear(4 * 14 * 14, 10))
+    elif case == "not sequential":
+        model = nn.ModuleList(model)
+    try:
+        assert _plan(model) is None
+        with window_forward.window_forward(model) as local:
+            assert local is None
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
+def test_the_models_hooks_see_every_query_and_the_swap_is_undone(monkeypatch):
+    model, _ = built("wong-kolter")
+    x = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    rows = []
+    model.register_forward_hook(lambda module, inputs, output: rows.append(len(inputs[0])))
+    result = square_with_queries(model, x, y, eps=0.1, queries=200, p_init=0.05,
+                                 generator=torch.Generator().manual_seed(4))
+    assert "forward" not in model.__dict__
+    fooled_later = int((result.success & (result.queries > 1)).sum())  # each confirmed by one more pass
+    assert fooled_later > 0 and not result.success.all()
+    assert sum(rows) == int(result.queries.sum()) + fooled_later  # every query is a call of the model
+
+    def broken(self, *args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(WindowForward, "_local_window", broken)
+    with pytest.raises(RuntimeError, match="boom"):
+        square_with_queries(model, x, y, eps=0.3, queries=60, p_init=0.01)
+    assert "forward" not in model.__dict__
+
+
+@pytest.mark.parametrize(("name", "eps"), [("wong-kolter", 0.1), ("small-cnn", 0.01)])
+def test_square_is_the_same_with_and_without_the_window_path(name, eps, monkeypatch):
+    model, (c, h, w) = built(name)
+    x = torch.rand(16, c, h, w, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+
+    def run():
+        return square_with_queries(model, x, y, eps=eps, queries=300, p_init=0.05,
+                                   generator=torch.Generator().manual_seed(6))
+
+    with_window = run()
+    monkeypatch.setattr(window_forward, "_plan", lambda model: None)
+    without = run()
+    assert with_window.success.any() and not with_window.success.all()  # the comparison is not vacuous
+    assert torch.equal(with_window.x_adv, without.x_adv)
+    assert torch.equal(with_window.queries, without.queries)
+    assert torch.equal(with_window.success, without.success)
