@@ -57,8 +57,9 @@ torchattacks' ``AutoAttack`` set to the paper's 100 iterations, on the same netw
 images at Linf eps 0.1: the time of each (goal: ours at most half of theirs) and the robust accuracy each
 reports (goal: ours not above theirs), with ours after each of its attacks. Each attack's wall time, ours
 and theirs, splits the whole (wall time, as advlib's report measures it, while the totals are on the run's
-clock); Square's floor is the wall time of our Square's forward passes alone (as many as it made, over the
-images it attacked): what an implementation making the same queries spends in the model.
+clock); beside Square, the wall time of full forward passes alone, as many as our Square made, over the
+images it attacked: what an implementation evaluating every query by a full pass spends in the model (ours
+recomputes only the windows of the feature maps a proposal reaches, ``advlib.attacks.window_forward``).
 
 Each benchmark is a function in :data:`BENCHMARKS` taking the run's settings and returning
 ``{"rows": [...], ...}``.
@@ -577,8 +578,9 @@ def bench_autoattack(device: torch.device, repeats: int, batch: int) -> dict:
     departure from the reference), on chapter 10's Madry network and the first ``images`` test images at
     Linf eps 0.1: the time of a whole evaluation and of each attack in it (medians) and the robust accuracy
     each reports. ``AUTOATTACK_SETTINGS["repeats"]`` runs each, in turn (not ``--repeats``): a whole
-    evaluation takes minutes on a CPU. Then Square's floor: its forward passes alone, as many as ours made
-    over the images it attacked, timed as many times (median)."""
+    evaluation takes minutes on a CPU. Then Square's queries as full forward passes alone, as many as ours
+    made over the images it attacked, timed as many times (median): what evaluating every query by a full
+    pass costs (ours recomputes only what a proposal's window reaches, so it can take less)."""
     import torchattacks
 
     from advlib import evaluate
@@ -610,7 +612,7 @@ def bench_autoattack(device: torch.device, repeats: int, batch: int) -> dict:
         robust = {"ours": outputs["ours"].robust_accuracy,
                   "torchattacks": (clean & (model(outputs["torchattacks"]).argmax(1) == y)).float().mean().item()}
     report = outputs["ours"]
-    # Square's floor: its forward passes alone, as many as it made, over the images it attacked
+    # Square's queries as full forward passes alone, as many as it made, over the images it attacked
     square_images = x[torch.tensor([b in (None, "Square") for b in report.broken_by], device=x.device) & clean]
     square_limit = statistics.median(forward_passes(model, square_images, round(report.evaluations["Square"]),
                                                     device) for _ in range(AUTOATTACK_SETTINGS["repeats"]))
@@ -645,7 +647,7 @@ def print_autoattack(result: dict) -> None:
     print(f"ours after each attack: {r['ours_after_each_attack']}; seconds {r['ours_seconds_per_attack']}")
     print(f"torchattacks' seconds {r['torchattacks_seconds_per_attack']}; ours/theirs per attack "
           f"{ {k: round(v, 3) for k, v in r['ours_over_torchattacks_per_attack'].items()} }")
-    print(f"Square's forward passes alone ({r['square_images']} images): {r['square_forward_limit_s']:.1f} s, "
+    print(f"Square's queries as full passes alone ({r['square_images']} images): {r['square_forward_limit_s']:.1f} s, "
           f"{r['square_limit_over_torchattacks_square']:.3f} of torchattacks' Square")
 
 

@@ -45,12 +45,11 @@ __all__ = ["CPU_TARGETED_ROWS", "SQUARE_TOLERANCE", "TARGETED", "VERSIONS", "Aut
 VERSIONS = ("standard", "rand")
 TARGETED = ("APGD-T", "FAB-T")  # attacks whose forward passes carry `targets` copies of each image
 # on the CPU, the targeted attacks' passes hold at most this many rows (images times targets): measured
-# faster per row on chapter 10's network, one AMD EPYC core (2 cores, 24 GiB VM): APGD-T 17% less time at
-# 144 rows than at 432, and at 72 rows than at 144 APGD-T 20-30% and FAB-T 15-25% less, the passes' buffers
-# then reused instead of fresh pages faulted in by the kernel (a million page faults over 96 images at 144
-# rows, a few hundred at 72); 36 rows were slower again (more passes, each with its fixed cost). Square and
-# APGD-CE keep batch_size images: Square at 81 rows took 27% longer than at 321, its loop costing per pass
-CPU_TARGETED_ROWS = 72
+# faster per row (APGD-T on chapter 10's network: 17% less time at 144 rows than at 432, one AMD EPYC core);
+# 72 rows took as long as 144 inside a whole evaluation (and 36 longer: more passes, each with its fixed
+# cost). Square and APGD-CE keep batch_size images: Square at 81 rows took 27% longer than at 321, its loop
+# costing per pass
+CPU_TARGETED_ROWS = 144
 # the square flag: raised when Square lowers the white-box attacks' robust accuracy by more than this
 # (0.2 points, the tolerance of the reference implementation's check); on fewer than 500 images, one image
 SQUARE_TOLERANCE = 0.002
@@ -113,7 +112,7 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
 
     ``batch_size`` is the number of images per forward pass: APGD-T and FAB-T, which attack every target
     of an image in one batch, take ``batch_size // targets`` images at a time, and on the CPU at most
-    ``CPU_TARGETED_ROWS // targets`` (72 rows, measured faster on a CPU). Each attack draws from its
+    ``CPU_TARGETED_ROWS // targets`` (144 rows, measured faster on a CPU). Each attack draws from its
     own generator seeded by ``seed``, one stream across its batches, so APGD's and FAB's results do not
     depend on ``batch_size`` (they give a batch the result of its pieces); Square's random squares do. The
     speed does: on a CPU a pass over a few hundred images costs less per image than one over thousands
