@@ -169,3 +169,15 @@ def test_square_is_the_same_with_and_without_the_window_path(name, eps, monkeypa
     assert torch.equal(with_window.x_adv, without.x_adv)
     assert torch.equal(with_window.queries, without.queries)
     assert torch.equal(with_window.success, without.success)
+
+
+def test_the_window_path_keeps_the_models_dtype():
+    model, _ = built("wong-kolter")
+    model = model.double()
+    x = torch.rand(5, 1, 28, 28, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad(), window_forward.window_forward(model) as local:
+        local.start(x)
+        trial, corners = _linf_proposal_at(x, x.clone(), 0.1, 2, torch.Generator().manual_seed(8))
+        logits = local(trial, corners, 2)
+        assert logits.dtype == torch.float64
+        torch.testing.assert_close(logits, model(trial))

@@ -184,7 +184,7 @@ class WindowForward:
                 x = item.module(x)
                 continue
             if masks is not None:  # positions outside the map are the convolution's zero padding
-                x = x * masks[top * geometry.lefts + left]
+                x = x * masks[top * geometry.lefts + left].to(x.dtype)
             module = item.module
             x = F.conv2d(x, module.weight, module.bias, module.stride, 0, 1, module.groups)
         return _scatter(self.maps, x, geometry.window_rows[top], geometry.window_cols[left])
