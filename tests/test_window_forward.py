@@ -5,7 +5,8 @@ What is checked: its logits equal the model's own pass on every supported kind o
 unpadded convolutions, rectangular kernels, pooling, Normalize and other pointwise layers, RGB), for windows
 anywhere, the image's corners included, of every size; it is really taken for small windows and not for ones
 too large to gain; models it cannot handle (hooks on a layer, global hooks, an unsupported layer, no Flatten,
-no convolution, a forward of their own) get the full pass; the model's own hooks see every query; the swap
+no convolution, a forward of their own) get the full pass; the model's own hooks, and those of the layers
+after its Flatten, see every query; the swap
 is undone after the block, also after an error; and the Square attack returns the same images, queries and
 successes with and without it.
 """
@@ -133,14 +134,16 @@ def test_the_models_hooks_see_every_query_and_the_swap_is_undone(monkeypatch):
     x = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         y = model(x).argmax(1)
-    rows = []
+    rows, dense_rows = [], []
     model.register_forward_hook(lambda module, inputs, output: rows.append(len(inputs[0])))
+    model[5].register_forward_hook(lambda module, inputs, output: dense_rows.append(len(inputs[0])))  # after Flatten
     result = square_with_queries(model, x, y, eps=0.1, queries=200, p_init=0.05,
                                  generator=torch.Generator().manual_seed(4))
     assert "forward" not in model.__dict__
     fooled_later = int((result.success & (result.queries > 1)).sum())  # each confirmed by one more pass
     assert fooled_later > 0 and not result.success.all()
     assert sum(rows) == int(result.queries.sum()) + fooled_later  # every query is a call of the model
+    assert dense_rows == rows  # and the layers after the Flatten run on each
 
     def broken(self, *args):
         raise RuntimeError("boom")

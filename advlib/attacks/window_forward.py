@@ -13,16 +13,17 @@ rounding error accumulates over the iterations.
 
 Which models: an ``nn.Sequential`` (its own ``forward``) whose layers before an ``nn.Flatten`` are plain
 ``nn.Conv2d`` (numeric zero padding, dilation 1), ``nn.MaxPool2d`` and ``nn.AvgPool2d`` without padding,
-and pointwise layers (ReLU and its relatives, :class:`advlib.models.Normalize`, ``nn.Identity``), with at
-least one convolution; no submodule may carry hooks (their calls are skipped), and no global module hooks
-may be set. The model's own hooks run: a query is still a call of the model, whose ``forward`` is swapped
-for the block (as :mod:`advlib.attacks.conv_gradient` swaps a layer's). Any other model, and any window too
-large to gain (estimated multiply-adds more than half a full pass), gets the ordinary forward pass.
+and pointwise layers (ReLU and its relatives, Sigmoid, Tanh, Softplus, :class:`advlib.models.Normalize`,
+``nn.Identity``), with at least one convolution; no layer before the Flatten may carry hooks (its calls are
+skipped), and no global module hooks may be set. The model's own hooks run: a query is still a call of the
+model, whose ``forward`` is swapped for the block (as :mod:`advlib.attacks.conv_gradient` swaps a layer's),
+and so do the hooks of the layers from the Flatten on. Any other model, and any window too large to gain
+(estimated multiply-adds more than half a full pass), gets the ordinary forward pass.
 
 Measured on chapter 10's network (Wong and Kolter's, 28x28 input; 321 images; one core of the 2-core AMD
 EPYC VM): the window path's convolutions, gathers and scatter take 2.2 ms and the dense layers after them
 1.2 ms, against 11.3 ms for the full pass (whose larger buffers also fault fresh pages in on this machine).
-The windows have side 1 to 4 for the last 80% of AutoAttack's 5,000 queries, and AutoAttack's Square on
+The windows have side 1 to 4 for the last 90% of AutoAttack's 5,000 queries, and AutoAttack's Square on
 that network's 321 images still standing took 25-26 s against 37 s with full passes (same images broken).
 """
 
