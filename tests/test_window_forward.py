@@ -184,3 +184,13 @@ def test_the_window_path_keeps_the_models_dtype():
         logits = local(trial, corners, 2)
         assert logits.dtype == torch.float64
         torch.testing.assert_close(logits, model(trial))
+
+
+def test_a_model_on_a_gpu_gets_the_full_pass(monkeypatch):
+    """Measured slower on a GPU (window_forward._on_cpu): a model whose parameters are not on the CPU gets None."""
+    model, _ = built("wong-kolter")
+    on_cpu = window_forward._on_cpu
+    assert on_cpu(model) and on_cpu(nn.Sequential()) and not on_cpu(models.wong_kolter_cnn().to("meta"))
+    monkeypatch.setattr(window_forward, "_on_cpu", lambda model: False)
+    with window_forward.window_forward(model) as local:
+        assert local is None
