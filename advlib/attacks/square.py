@@ -75,7 +75,7 @@ from torch import nn
 from .. import utils
 from ..utils import eval_mode, model_device, progress
 from . import core
-from .window_forward import WindowForward, window_forward
+from .window_forward import WindowForward, _flat_index, window_forward
 
 __all__ = ["SquareResult", "p_schedule", "square", "square_with_queries"]
 
@@ -237,16 +237,13 @@ def _search(model: nn.Module, local: WindowForward | None, x: torch.Tensor, y: t
             break
         side = side_for(p_schedule(iteration, queries, p_init), height, width)
         trial, corners = propose(clean, current, eps, side, generator)
-        if local is None:
-            logits = model(trial)
+        logits = model(trial) if local is None else local(trial, corners, side)
+        trial_fooled = _fooled(logits, labels, targeted)
+        if local is not None and trial_fooled.any():
+            # the model's own pass decides a success (the window path rounds differently)
+            logits = logits.clone()
+            logits[trial_fooled] = model(trial[trial_fooled])
             trial_fooled = _fooled(logits, labels, targeted)
-        else:
-            logits = local(trial, corners, side)
-            trial_fooled = _fooled(logits, labels, targeted)
-            if trial_fooled.any():  # the model's own pass decides a success (the window path rounds differently)
-                logits = logits.clone()
-                logits[trial_fooled] = model(trial[trial_fooled])
-                trial_fooled = _fooled(logits, labels, targeted)
         trial_loss = _objective(logits, labels, loss, targeted)
         keep = trial_fooled | (trial_loss < current_loss)
         current = core.keep_rows(keep, trial, current)
@@ -292,11 +289,6 @@ def _linf_start(x: torch.Tensor, eps: float, generator) -> torch.Tensor:
     n, channels, _, width = x.shape
     stripes = _signs((n, channels, 1, width), generator, x)
     return (x + eps * stripes).clamp(0.0, 1.0)
-
-
-def _linf_proposal(x: torch.Tensor, current: torch.Tensor, eps: float, side: int, generator) -> torch.Tensor:
-    """:func:`_linf_proposal_at`'s proposal, without its windows' corners."""
-    return _linf_proposal_at(x, current, eps, side, generator)[0]
 
 
 def _linf_proposal_at(x: torch.Tensor, current: torch.Tensor, eps: float, side: int,
@@ -429,7 +421,7 @@ def _window_index(corners: torch.Tensor, side: int, width: int) -> torch.Tensor:
     """Each example's window as flat pixel indices (n, side^2) into an image of width ``width``, row by row."""
     offsets = torch.arange(side, device=corners.device)
     rows, cols = corners[:, :1] + offsets, corners[:, 1:] + offsets  # (n, side) each
-    return (rows[:, :, None] * width + cols[:, None, :]).flatten(1)
+    return _flat_index(rows, cols, width)
 
 
 def _window(corners: torch.Tensor, side: int, height: int, width: int):

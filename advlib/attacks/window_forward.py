@@ -40,6 +40,7 @@ from torch import nn
 from torch.nn.modules import module as module_hooks
 
 from ..models import Normalize
+from . import core
 
 __all__ = ["GAIN", "WindowForward", "window_forward"]
 
@@ -149,8 +150,7 @@ class WindowForward:
 
     def keep(self, keep: torch.Tensor) -> None:
         """The rows ``keep`` moved to the last query's point: their maps are its maps."""
-        weight = keep.to(self.maps.dtype).view(-1, *[1] * (self.maps.ndim - 1))
-        self.maps = torch.lerp(self.maps, self.trial_maps, weight)
+        self.maps = core.keep_rows(keep, self.trial_maps, self.maps)
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep only ``rows`` (the examples still running)."""
@@ -161,10 +161,9 @@ class WindowForward:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The swapped ``forward`` of the model: the window path for the pending query, else the full pass
         (the pending query's maps kept either way)."""
-        pending, self.pending = self.pending, None
-        if pending is None or x is not pending[0]:
+        if self.pending is None or x is not self.pending[0]:
             return nn.Sequential.forward(self.model, x)
-        trial, corners, side = pending
+        trial, corners, side = self.pending
         geometry = self._geometry(trial.shape, side, trial.device)
         maps = self._local_full(trial) if geometry is None else self._local_window(trial, corners, geometry)
         self.trial_maps = maps
@@ -259,10 +258,16 @@ def _window_geometry(local: list[_Local], size: tuple[int, int], side: int,
                      window_cols.to(device))
 
 
+def _flat_index(rows: torch.Tensor, cols: torch.Tensor, width: int) -> torch.Tensor:
+    """Per example, the flat pixel indices (n, P Q), row by row, of its rows (n, P) x cols (n, Q) in an image of
+    width ``width``."""
+    return (rows[:, :, None] * width + cols[:, None, :]).flatten(1)
+
+
 def _gather(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """Per example n, x[n, :, rows[n]][:, :, cols[n]]: rows (n, P), cols (n, Q) -> (n, C, P, Q)."""
     n, channels, _, width = x.shape
-    index = (rows[:, :, None] * width + cols[:, None, :]).flatten(1)
+    index = _flat_index(rows, cols, width)
     patch = x.flatten(2).gather(2, index[:, None].expand(n, channels, -1))
     return patch.view(n, channels, rows.shape[1], cols.shape[1])
 
@@ -270,7 +275,7 @@ def _gather(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Te
 def _scatter(maps: torch.Tensor, window: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """A copy of ``maps`` with each example's ``window`` written at its ``rows`` x ``cols``."""
     n, channels, _, width = maps.shape
-    index = (rows[:, :, None] * width + cols[:, None, :]).flatten(1)
+    index = _flat_index(rows, cols, width)
     out = maps.flatten(2).scatter(2, index[:, None].expand(n, channels, -1), window.flatten(2))
     return out.view_as(maps)
 
