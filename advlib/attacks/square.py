@@ -39,19 +39,23 @@ every example still running, and an example stops, at no further cost, as soon a
 (targeted: classified as its target). Everything runs under ``torch.no_grad``: the model is only ever
 evaluated, so the attack works on a model whose output has no gradient at all (as :func:`nattack`).
 
-How a query is evaluated (Linf): a proposal differs from the current point in one window, so on a
-convolutional ``nn.Sequential`` only the windows of the feature maps that the change reaches are recomputed
+How a query is evaluated (Linf): a proposal differs from the current points in one window, the same for
+every example, so on a convolutional ``nn.Sequential`` only the windows of the feature maps that the change
+reaches are recomputed, and the first dense layer's output is updated by the window's columns
 (:mod:`advlib.attacks.window_forward`; the logits are the full pass's up to rounding, and where they say the
 model is fooled, the model's own full pass decides). Every query is still a call of the model, so its hooks
 see each one. Other models, L2 (whose rescaling changes the whole image) and large windows get full passes.
 
-Where this differs from the authors' and AutoAttack's code: every example draws its own windows, signs
-and transpositions (AutoAttack's Square, like torchattacks', shares one window and one sign per channel
-across the batch in each iteration and does not redraw a proposal that changes nothing; the authors'
-L2 code shares the windows too); window corners are uniform on {0, ..., W - h} as in Alg. 2-3 (the code
-stops at W - h - 1); a proposal that fools the model is always kept, even when the cross-entropy does not
-improve; and the budget counts the initial point, so a run makes exactly ``queries`` evaluations at most
-(the authors' L2 code makes one more).
+Where this differs from the authors' and AutoAttack's code: in Linf each example draws its own signs, and the
+window's position is the one thing shared by the batch in an iteration (AutoAttack's Square, like
+torchattacks', shares one sign per channel across the batch as well, and does not redraw a proposal that
+changes nothing); in L2 every example draws its own windows and transpositions (the authors' code, and
+AutoAttack's, draw one pair of windows per iteration for the batch). Each example's proposals are distributed
+as Alg. 2-3 say either way; sharing the Linf window makes every query's window one slice of the batch, which
+the window path needs (:mod:`advlib.attacks.window_forward`). Window corners are uniform on {0, ..., W - h} as
+in Alg. 2-3 (the code stops at W - h - 1); a proposal that fools the model is always kept, even when the
+cross-entropy does not improve; and the budget counts the initial point, so a run makes exactly ``queries``
+evaluations at most (the authors' L2 code makes one more).
 
 Randomness
 ----------
@@ -75,7 +79,7 @@ from torch import nn
 from .. import utils
 from ..utils import eval_mode, model_device, progress
 from . import core
-from .window_forward import WindowForward, _flat_index, window_forward
+from .window_forward import WindowForward, window_forward
 
 __all__ = ["SquareResult", "p_schedule", "square", "square_with_queries"]
 
@@ -236,8 +240,8 @@ def _search(model: nn.Module, local: WindowForward | None, x: torch.Tensor, y: t
         if len(running) == 0:
             break
         side = side_for(p_schedule(iteration, queries, p_init), height, width)
-        trial, corners = propose(clean, current, eps, side, generator)
-        logits = model(trial) if local is None else local(trial, corners, side)
+        trial, corner = propose(clean, current, eps, side, generator)
+        logits = model(trial) if local is None else local(trial, corner, side)
         trial_fooled = _fooled(logits, labels, targeted)
         if local is not None and trial_fooled.any():
             # the model's own pass decides a success (the window path rounds differently)
@@ -246,7 +250,12 @@ def _search(model: nn.Module, local: WindowForward | None, x: torch.Tensor, y: t
             trial_fooled = _fooled(logits, labels, targeted)
         trial_loss = _objective(logits, labels, loss, targeted)
         keep = trial_fooled | (trial_loss < current_loss)
-        current = core.keep_rows(keep, trial, current)
+        if corner is None:
+            current = core.keep_rows(keep, trial, current)
+        else:  # Linf: only the window changed
+            window = (keep.nonzero().squeeze(1), slice(None), slice(corner[0], corner[0] + side),
+                      slice(corner[1], corner[1] + side))
+            current[window] = trial[window]
         current_loss = torch.where(keep, trial_loss, current_loss)
         if local is not None:
             local.keep(keep)
@@ -292,33 +301,32 @@ def _linf_start(x: torch.Tensor, eps: float, generator) -> torch.Tensor:
 
 
 def _linf_proposal_at(x: torch.Tensor, current: torch.Tensor, eps: float, side: int,
-                      generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Alg. 2: a window of side ``side`` at a random position, each channel's pixels in it set to
-    clip(x + rho_c eps) with one random sign per channel, the signs uniform over those that change the
-    current image (the authors' code redraws until they do).
+                      generator) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Alg. 2: a window of side ``side`` at a random position, the same for the whole batch (as in the
+    authors' and AutoAttack's code), each channel's pixels in it set to clip(x + rho_c eps) with one random
+    sign per example and channel, the signs uniform over those that change the current image (the authors'
+    code redraws until they do). Returns the proposals and the window's corner (top, left).
 
     A channel's window is left unchanged by at most one sign (clip(x + eps) and clip(x - eps) differ at
     every pixel when eps > 0), so at most one sign vector u changes nothing. The redraw is done without a
     loop: where the draw hits u, it is replaced by u with the signs flipped on a uniformly drawn nonempty
-    set of channels, which is uniform over the other 2^C - 1 vectors.
-
-    Only the window's side^2 pixels per channel are read and computed (gathered by their flat indices);
-    the rest of the image is copied once, by the scatter that writes the window into it."""
+    set of channels, which is uniform over the other 2^C - 1 vectors."""
     n, channels, height, width = x.shape
-    corners = _corners(n, side, height, width, generator, x.device)
+    top, left = _corner(side, height, width, generator)
+    window = (slice(None), slice(None), slice(top, top + side), slice(left, left + side))
     signs = _signs((n, channels), generator, x)
     flips = torch.randint(1, 2 ** min(channels, 62), (n, 1), generator=generator)
     flips = ((flips >> torch.arange(channels)) & 1).to(x.device, x.dtype)  # bits beyond the 62nd stay 0
-    index = _window_index(corners, side, width)[:, None].expand(n, channels, side * side)
-    clean, now = x.flatten(2).gather(2, index), current.flatten(2).gather(2, index)
+    clean, now = x[window].flatten(2), current[window].flatten(2)  # (n, C, side^2)
     up, down = (clean + eps).clamp(0.0, 1.0), (clean - eps).clamp(0.0, 1.0)
     stays_up = (now == up).all(dim=2)  # (n, C): sign +1 changes nothing in that channel's window
     stays_down = (now == down).all(dim=2)
     idle = torch.where(stays_up, 1.0, -1.0).to(x.dtype)  # u, where it exists
     hits_idle = (stays_up | stays_down).all(dim=1) & (signs == idle).all(dim=1)
     signs = torch.where(hits_idle[:, None], idle * (1 - 2 * flips), signs)
-    window = torch.where(signs[:, :, None] > 0, up, down)
-    return current.flatten(2).scatter(2, index, window).view_as(current), corners
+    trial = current.clone()
+    trial[window] = torch.where(signs[:, :, None] > 0, up, down).view(n, channels, side, side)
+    return trial, (top, left)
 
 
 # --- L2 (Sec. 3.2, Alg. 3) ------------------------------------------------------------------------------------
@@ -417,11 +425,11 @@ def _corners(n: int, side: int, height: int, width: int, generator, device: torc
     return torch.stack([top, left], dim=1).to(device)
 
 
-def _window_index(corners: torch.Tensor, side: int, width: int) -> torch.Tensor:
-    """Each example's window as flat pixel indices (n, side^2) into an image of width ``width``, row by row."""
-    offsets = torch.arange(side, device=corners.device)
-    rows, cols = corners[:, :1] + offsets, corners[:, 1:] + offsets  # (n, side) each
-    return _flat_index(rows, cols, width)
+def _corner(side: int, height: int, width: int, generator) -> tuple[int, int]:
+    """One top-left corner (top, left) of a side x side window, uniform on {0..H-side} x {0..W-side}."""
+    lefts = width - side + 1
+    drawn = int(torch.randint((height - side + 1) * lefts, (1,), generator=generator))
+    return drawn // lefts, drawn % lefts
 
 
 def _window(corners: torch.Tensor, side: int, height: int, width: int):

@@ -1,15 +1,28 @@
-"""Forward passes of images that differ from known ones only inside a small square window: the queries of
-the Square attack (:mod:`advlib.attacks.square`), where most proposals change a few pixels.
+"""Forward passes of images that differ from known ones only inside one small square window, the same window
+for the whole batch: the queries of the Square attack (:mod:`advlib.attacks.square`), where most proposals
+change a few pixels.
 
 In a convolutional network a change confined to a window of the input reaches only a window of every later
-feature map: through a layer of kernel k, stride s and padding p, input rows [r, r + h) reach the output rows
-o with o s - p <= r + h - 1 and o s - p + k - 1 >= r, at most R = floor((h + k - 2) / s) + 1 of them (the
-receptive-field arithmetic read backwards; pointwise layers keep the window). So the feature map that enters
-the network's first dense layer can be updated by recomputing a window of it, from the patch of the input
-that window depends on ((R - 1) s + k rows per layer, going back), and the rest of the network runs as usual
-on the updated map. Nothing is approximated: every recomputed value is the same sum of the same products as
-in the full pass (in another order, so equal up to rounding), and no value is carried by differences, so no
-rounding error accumulates over the iterations.
+feature map: through a layer of kernel k, stride s and padding p, input rows [a, b) reach the output rows o
+with o s - p <= b - 1 and o s - p + k - 1 >= a (the receptive-field arithmetic read backwards; pointwise
+layers keep the window), and those outputs depend on the input rows [o_first s - p, o_last s - p + k), the
+patch. So the path keeps, for each example's current point, the feature map entering every convolution or
+pooling layer and the last one before the ``nn.Flatten``; a query recomputes each layer's window alone, from
+its patch of the stored map (zero where the patch leaves the map: the convolution's padding) with the
+window the change reached written into it. Every recomputed value is the same sum of the same products as
+in the full pass (in another order, so equal up to rounding), and the stored maps are never updated by
+differences: a kept proposal's windows are written into them.
+
+The first dense layer after the Flatten (an ``nn.Linear``) is carried the same way: its output z = W m + b
+for the current points is kept, and a query's is z + W_S (m'_S - m_S), where S is the window of the last map
+(its columns of W, a copy per window position). A kept proposal's z is the query's, so this one value is
+carried by differences; its rounding error grows at most with the number of kept proposals, a few in a
+million of the logits' size after AutoAttack's 5,000 queries (measured, ``tests/test_window_forward.py``), and a
+success is decided by the model's own full pass anyway (:mod:`advlib.attacks.square`).
+
+Because the window is the same for every example of a query (as in the Square attack's authors' code and
+AutoAttack's, which draw one position per iteration), every patch and window is a slice of the batch's
+tensors, and the dense layer's change is one matrix product.
 
 Which models: an ``nn.Sequential`` (its own ``forward``) whose layers before an ``nn.Flatten`` are plain
 ``nn.Conv2d`` (numeric zero padding, dilation 1), ``nn.MaxPool2d`` and ``nn.AvgPool2d`` without padding,
@@ -17,15 +30,20 @@ and pointwise layers (ReLU and its relatives, Sigmoid, Tanh, Softplus, :class:`a
 ``nn.Identity``), with at least one convolution; no layer before the Flatten may carry hooks (its calls are
 skipped), and no global module hooks may be set. The model's own hooks run: a query is still a call of the
 model, whose ``forward`` is swapped for the block (as :mod:`advlib.attacks.conv_gradient` swaps a layer's),
-and so do the hooks of the layers from the Flatten on. Any other model, and any window too large to gain
-(estimated multiply-adds more than half a full pass), gets the ordinary forward pass, and so does a model on
-a GPU, where the window path's extra small operations cost more than the pass they save.
+and so do the hooks of the layers after the first dense layer, and of the Flatten and the dense layer too:
+when either carries a hook, the path writes the window into the last map and runs them as usual. Any other
+model, and any window too large to gain (estimated multiply-adds more than half a full pass), gets the
+ordinary forward pass, and so does a model on a GPU, where a full pass of a small network costs less than
+the path's small operations.
 
-Measured on chapter 10's network (Wong and Kolter's, 28x28 input; 321 images; one core of the 2-core AMD
-EPYC VM): the window path's convolutions, gathers and scatter take 2.2 ms and the dense layers after them
-1.2 ms, against 11.3 ms for the full pass (whose larger buffers also fault fresh pages in on this machine).
-The windows have side 1 to 4 for the last 90% of AutoAttack's 5,000 queries, and AutoAttack's Square on
-that network's 321 images still standing took 25-26 s against 37 s with full passes (same images broken).
+The stored maps are kept in channels-last memory: a window of a map is then a run of whole pixels (all
+channels of each), so its copies and differences are a few long contiguous strides, where in the default
+layout they are many rows of 2-3 values, several times slower on a CPU.
+
+Measured on chapter 10's network (Wong and Kolter's, 28x28 input), AutoAttack's Square on the 314 images
+still standing after APGD-T, 5,000 queries, one core of the 2-core AMD EPYC VM: 11.6-12.6 s, against 57-58 s
+with a full pass per query and 22.8-26.5 s with this module's earlier form (a window per example, gathered
+and scattered, and the dense layers run whole); none of those images broken by any of the three.
 """
 
 from __future__ import annotations
@@ -57,6 +75,10 @@ class _Local(NamedTuple):
     kernel: tuple[int, int]
     stride: tuple[int, int]
     padding: tuple[int, int]
+
+    @property
+    def pointwise(self) -> bool:
+        return type(self.module) in POINTWISE
 
 
 def _pair(v) -> tuple[int, int]:
@@ -121,163 +143,230 @@ def _plan(model: nn.Module) -> tuple[list[_Local], list[nn.Module]] | None:
     return None
 
 
+class _Step(NamedTuple):
+    """One local layer's part of a query: the window of its output the change reaches (rows, columns), and
+    for a convolution or pooling layer the patch of its input that window depends on: the part inside the
+    input map, the zeros around it (``F.pad``'s order: left, right, top, bottom), where in the patch the
+    input's changed window lies and which part of that window lands there (rows, columns; the rows no output
+    reads are left out; both None for the first layer, whose input is the query itself)."""
+
+    window: tuple[slice, slice]
+    source: tuple[slice, slice] | None
+    pad: tuple[int, int, int, int] | None
+    inner: tuple[slice, slice] | None
+    take: tuple[slice, slice] | None
+
+
+class _Query(NamedTuple):
+    """What a query computed, kept until the attack says which rows move to it: the new windows of the
+    stored maps (None after a full pass, then ``maps`` holds them whole), and the dense layer's output."""
+
+    steps: list[_Step] | None
+    maps: list[torch.Tensor]
+    dense: torch.Tensor | None
+
+
 class WindowForward:
-    """The window path of one batch of running examples: the feature maps entering the first dense layer at
-    each example's current point, updated as the attack moves, and the forward pass of a proposal that
-    differs from the current point in one window (module docstring)."""
+    """The window path of one batch of running examples: the stored feature maps (and the first dense layer's
+    output) at each example's current point, updated as the attack moves, and the forward pass of a proposal
+    that differs from the current points in one window shared by the batch (module docstring)."""
 
     def __init__(self, model: nn.Module, plan: tuple[list[_Local], list[nn.Module]]):
         self.model, (self.local, self.tail) = model, plan
-        self.maps: torch.Tensor | None = None  # (n, C, H, W): the current points' maps
-        self.pending = None  # (trial, corners, side) of the query being made
-        self.trial_maps: torch.Tensor | None = None  # the last query's maps
-        self.sizes: dict[tuple[int, int, int], _Geometry | None] = {}  # (height, width, side) -> the tables
+        # the maps kept: the input of every convolution or pooling layer after the first, and the last map
+        self.stored = [i for i in range(len(self.local))
+                       if i == len(self.local) - 1 or not self.local[i + 1].pointwise]
+        dense = self.tail[1] if len(self.tail) > 1 else None
+        carried = type(dense) is nn.Linear and not _hooked(self.tail[0]) and not _hooked(dense)
+        self.linear = dense if carried else None  # the dense layer carried by the window's change, if any
+        self.maps: list[torch.Tensor] = []  # the stored maps at the current points
+        self.dense: torch.Tensor | None = None  # the dense layer's output at the current points
+        self.pending = None  # (trial, (top, left), side) of the query being made
+        self.query: _Query | None = None  # the last query's
+        self.steps: dict[tuple[int, ...], list[_Step] | None] = {}  # (H, W, top, left, side) -> its steps
+        self.columns: dict[tuple[int, ...], torch.Tensor] = {}  # the last map's window -> W_S transposed
 
     # --- the attack's side --------------------------------------------------------------------------------
 
     def start(self, current: torch.Tensor) -> None:
-        """Compute the maps of the current points (one pass of the local layers)."""
-        self.maps = self._local_full(current)
+        """Compute the stored maps of the current points (one pass of the local layers)."""
+        self.maps, self.dense = self._full(current)
 
-    def __call__(self, trial: torch.Tensor, corners: torch.Tensor, side: int) -> torch.Tensor:
-        """The logits of ``trial``, which differs from the current points only in the side x side windows at
-        ``corners`` (n, 2), by a call of the model (its hooks run)."""
-        self.pending = (trial, corners, side)
+    def __call__(self, trial: torch.Tensor, corner: tuple[int, int], side: int) -> torch.Tensor:
+        """The logits of ``trial``, which differs from the current points only in the side x side window at
+        ``corner`` (top, left), the same for every example, by a call of the model (its hooks run)."""
+        self.pending = (trial, corner, side)
         try:
             return self.model(trial)
         finally:
             self.pending = None
 
     def keep(self, keep: torch.Tensor) -> None:
-        """The rows ``keep`` moved to the last query's point: their maps are its maps."""
-        self.maps = core.keep_rows(keep, self.trial_maps, self.maps)
+        """The rows ``keep`` moved to the last query's point: its windows are written into their maps."""
+        query = self.query
+        if query.steps is None:
+            self.maps = [core.keep_rows(keep, new, old) for new, old in zip(query.maps, self.maps, strict=True)]
+        else:
+            rows = keep.nonzero().squeeze(1)
+            for i, old, new in zip(self.stored, self.maps, query.maps, strict=True):
+                old[(rows, slice(None), *query.steps[i].window)] = new[rows]
+        if self.dense is not None:
+            self.dense = core.keep_rows(keep, query.dense, self.dense)
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep only ``rows`` (the examples still running)."""
-        self.maps = self.maps[rows]
+        self.maps = [m[rows] for m in self.maps]
+        if self.dense is not None:
+            self.dense = self.dense[rows]
 
     # --- the model's side ---------------------------------------------------------------------------------
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The swapped ``forward`` of the model: the window path for the pending query, else the full pass
-        (the pending query's maps kept either way)."""
+        (the pending query's values kept either way)."""
         if self.pending is None or x is not self.pending[0]:
             return nn.Sequential.forward(self.model, x)
-        trial, corners, side = self.pending
-        geometry = self._geometry(trial.shape, side, trial.device)
-        maps = self._local_full(trial) if geometry is None else self._local_window(trial, corners, geometry)
-        self.trial_maps = maps
+        trial, (top, left), side = self.pending
+        steps = self._steps(trial.shape, top, left, side)
+        if steps is None:
+            maps, dense = self._full(trial)
+        else:
+            maps, dense = self._windows(trial, steps)
+        self.query = _Query(steps, maps, dense)
+        if dense is not None:
+            out = dense
+            for layer in self.tail[2:]:
+                out = layer(out)
+            return out
+        out = maps[-1]
+        if steps is not None:  # the last map with its new window, for the layers from the Flatten on
+            out = self.maps[-1].clone()
+            out[(slice(None), slice(None), *steps[-1].window)] = maps[-1]
         for layer in self.tail:
-            maps = layer(maps)
-        return maps
+            out = layer(out)
+        return out
 
-    def _local_full(self, x: torch.Tensor) -> torch.Tensor:
-        for item in self.local:
+    def _full(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """The stored maps of ``x`` and the carried dense layer's output, by the full pass of the local layers."""
+        maps = []
+        for i, item in enumerate(self.local):
             x = item.module(x)
-        return x
+            if i in self.stored:
+                maps.append(x.contiguous(memory_format=torch.channels_last))
+        dense = None if self.linear is None else F.linear(x.flatten(1), self.linear.weight, self.linear.bias)
+        return maps, dense
 
-    def _geometry(self, shape: torch.Size, side: int, device: torch.device) -> _Geometry | None:
-        key = (shape[2], shape[3], side)
-        if key not in self.sizes:
-            self.sizes[key] = _window_geometry(self.local, (shape[2], shape[3]), side, device)
-        return self.sizes[key]
-
-    def _local_window(self, trial: torch.Tensor, corners: torch.Tensor, geometry: _Geometry) -> torch.Tensor:
-        """The maps of ``trial``: the current maps with the window the change reaches recomputed from the
-        patch of ``trial`` it depends on. Every index and mask is read from tables made per window size."""
-        top, left = corners[:, 0], corners[:, 1]
-        x = _gather(trial, geometry.patch_rows[top], geometry.patch_cols[left])
-        for item, masks in zip(self.local, geometry.masks, strict=True):
-            if type(item.module) is not nn.Conv2d:
+    def _windows(self, trial: torch.Tensor, steps: list[_Step]) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """The new windows of the stored maps, each layer's from its patch, and the dense layer's output."""
+        maps, stored = [], iter(self.maps)
+        source = trial  # the map entering the next convolution or pooling layer
+        x = trial[(slice(None), slice(None), *steps[0].window)] if self.local[0].pointwise else trial
+        for i, (item, step) in enumerate(zip(self.local, steps, strict=True)):
+            if item.pointwise:
                 x = item.module(x)
-                continue
-            if masks is not None:  # positions outside the map are the convolution's zero padding
-                x = x * masks[top * geometry.lefts + left].to(x.dtype)
-            module = item.module
-            x = F.conv2d(x, module.weight, module.bias, module.stride, 0, 1, module.groups)
-        return _scatter(self.maps, x, geometry.window_rows[top], geometry.window_cols[left])
+            else:
+                patch = source[(slice(None), slice(None), *step.source)]
+                if step.inner is not None or any(step.pad):
+                    patch = F.pad(patch, step.pad) if any(step.pad) else patch.clone()
+                if step.inner is not None:
+                    patch[(slice(None), slice(None), *step.inner)] = x[(slice(None), slice(None), *step.take)]
+                module = item.module
+                if type(module) is nn.Conv2d:
+                    x = F.conv2d(patch, module.weight, module.bias, module.stride, 0, 1, module.groups)
+                else:
+                    x = module(patch)
+                x = x.contiguous(memory_format=torch.channels_last)
+            if i in self.stored:
+                maps.append(x)
+                source = next(stored)
+        if self.linear is None:
+            return maps, None
+        window = steps[-1].window
+        change = x - self.maps[-1][(slice(None), slice(None), *window)]
+        change = change.permute(0, 2, 3, 1).flatten(1)  # rows, columns, channels: a view in channels-last memory
+        return maps, torch.addmm(self.dense, change, self._columns(window))
+
+    def _columns(self, window: tuple[slice, slice]) -> torch.Tensor:
+        """W_S transposed: the dense layer's weights on the last map's ``window``, ordered by rows, columns,
+        then channels (as the window's values in channels-last memory), (R_h R_w C, out)."""
+        key = (window[0].start, window[0].stop, window[1].start, window[1].stop)
+        if key not in self.columns:
+            weight = self.linear.weight
+            channels, height, width = self.maps[-1].shape[1:]
+            part = weight.view(weight.shape[0], channels, height, width)[:, :, window[0], window[1]]
+            self.columns[key] = part.permute(0, 2, 3, 1).flatten(1).t().contiguous()
+        return self.columns[key]
+
+    def _steps(self, shape: torch.Size, top: int, left: int, side: int) -> list[_Step] | None:
+        key = (shape[2], shape[3], top, left, side)
+        if key not in self.steps:
+            self.steps[key] = _window_steps(self.local, self.linear, (shape[2], shape[3]), (top, left), side)
+        return self.steps[key]
 
 
-class _Geometry(NamedTuple):
-    """Tables of the window path for one input size and window side, indexed by the window's top row (rows)
-    or left column (columns): the input patch's coordinates, clamped to the image (what is read from outside
-    only ever reaches positions outside a later map, which the padded convolution there masks); per local
-    layer, the 0/1 masks of its input patch's positions inside its input map (convolutions with padding,
-    else None), indexed by top * lefts + left; and the coordinates of the last map's window."""
+def _axis(local: list[_Local], sizes: list[tuple[int, int]], axis: int, start: int, stop: int):
+    """Along one axis, per local layer: (output window, input patch inside the map, zeros before and after
+    it, the input window's place in the patch, the part of the input window placed there), for a change in
+    the input's [start, stop); None when a layer drops the change (no output reaches it)."""
+    spans = []
+    for i, item in enumerate(local):
+        if item.pointwise:
+            spans.append((slice(start, stop), None, (0, 0), None, None))
+            continue
+        k, s, p = item.kernel[axis], item.stride[axis], item.padding[axis]
+        size_in, size_out = sizes[i][axis], sizes[i + 1][axis]
+        first = max(0, -((k - 1 - p - start) // s))  # ceil((start + p - k + 1) / s)
+        last = min(size_out, (stop - 1 + p) // s + 1)
+        if first >= last:
+            return None
+        low, high = first * s - p, (last - 1) * s - p + k  # the patch, in the input map's coordinates
+        inside = max(start, low), min(stop, high)
+        spans.append((slice(first, last), slice(max(low, 0), min(high, size_in)),
+                      (max(0, -low), max(0, high - size_in)), slice(inside[0] - low, inside[1] - low),
+                      slice(inside[0] - start, inside[1] - start)))
+        start, stop = first, last
+    return spans
 
-    patch_rows: torch.Tensor
-    patch_cols: torch.Tensor
-    masks: list
-    lefts: int
-    window_rows: torch.Tensor
-    window_cols: torch.Tensor
 
-
-def _window_geometry(local: list[_Local], size: tuple[int, int], side: int,
-                     device: torch.device) -> _Geometry | None:
-    """The tables of the window path (:class:`_Geometry`) for inputs of ``size`` (H, W) and windows of
-    ``side``, or None when its multiply-adds exceed ``GAIN`` times those of a full pass."""
-    sizes, windows = [tuple(size)], [(min(side, size[0]), min(side, size[1]))]
-    for item in local:  # each map's size, and the most rows/columns of it the window reaches
+def _window_steps(local: list[_Local], linear: nn.Linear | None, size: tuple[int, int],
+                  corner: tuple[int, int], side: int) -> list[_Step] | None:
+    """The steps of a query whose window is side x side at ``corner`` of inputs of ``size`` (H, W), or None
+    when its multiply-adds exceed ``GAIN`` times a full pass's or a layer drops the change."""
+    sizes = [tuple(size)]
+    for item in local:
         sizes.append(tuple((sizes[-1][a] + 2 * item.padding[a] - item.kernel[a]) // item.stride[a] + 1
                            for a in (0, 1)))
-        windows.append(tuple(min(sizes[-1][a], (windows[-1][a] + item.kernel[a] - 2) // item.stride[a] + 1)
-                             for a in (0, 1)))
-    patches = [windows[-1]]  # the patch of each map that the last window depends on, going back
-    for item in reversed(local):
-        patches.insert(0, tuple((patches[0][a] - 1) * item.stride[a] + item.kernel[a] for a in (0, 1)))
+    rows = _axis(local, sizes, 0, corner[0], min(corner[0] + side, size[0]))
+    cols = _axis(local, sizes, 1, corner[1], min(corner[1] + side, size[1]))
+    if rows is None or cols is None:
+        return None
     full = part = 0
     for i, item in enumerate(local):  # multiply-adds per output position: k_h k_w C_in C_out / groups
         if type(item.module) is nn.Conv2d:
             per = math.prod(item.kernel) * item.module.in_channels * item.module.out_channels // item.module.groups
             full += per * math.prod(sizes[i + 1])
-            part += per * math.prod(patches[i + 1])
+            part += per * _length(rows[i][0]) * _length(cols[i][0])
+    if linear is not None:  # the dense layer: whole, or its columns on the last window
+        area = _length(rows[-1][0]) * _length(cols[-1][0])
+        full += linear.in_features * linear.out_features
+        part += linear.in_features * linear.out_features * area // math.prod(sizes[-1])
     if part > GAIN * full:
         return None
-    tables = []
-    for a in (0, 1):  # rows, then columns: the same arithmetic per axis, for every corner the window can take
-        origin = torch.arange(sizes[0][a] - windows[0][a] + 1)
-        for item, (size_a, window) in zip(local, zip(sizes[1:], windows[1:], strict=True), strict=True):
-            # the first output reached: ceil((o + p - k + 1) / s), kept where the whole window fits
-            first = -torch.div(-(origin + item.padding[a] - item.kernel[a] + 1), item.stride[a], rounding_mode="floor")
-            origin = first.clamp(0, size_a[a] - window[a])
-        window_index = origin[:, None] + torch.arange(windows[-1][a])
-        starts = [origin]  # each patch's first row: q -> q s - p, going back
-        for item in reversed(local):
-            starts.insert(0, starts[0] * item.stride[a] - item.padding[a])
-        spans = [q[:, None] + torch.arange(patches[i][a]) for i, q in enumerate(starts)]
-        masks = [((span >= 0) & (span < sizes[i][a])).float() for i, span in enumerate(spans)]
-        patch_index = spans[0].clamp(0, sizes[0][a] - 1)
-        tables.append((patch_index, masks, window_index))
-    (rows, row_masks, window_rows), (cols, col_masks, window_cols) = tables
-    # masks per corner (top, left), flattened as top * lefts + left: (corners, 1, P_h, P_w)
-    masks = [(row_masks[i][:, None, :, None] * col_masks[i][None, :, None, :]).flatten(0, 1)[:, None].to(device)
-             if type(item.module) is nn.Conv2d and item.padding != (0, 0) else None
-             for i, item in enumerate(local)]
-    return _Geometry(rows.to(device), cols.to(device), masks, len(cols), window_rows.to(device),
-                     window_cols.to(device))
+    steps = []
+    for i, ((row, row_source, row_pad, row_inner, row_take), (col, col_source, col_pad, col_inner, col_take)) \
+            in enumerate(zip(rows, cols, strict=True)):
+        if row_source is None:
+            steps.append(_Step((row, col), None, None, None, None))
+        elif i == 0:
+            steps.append(_Step((row, col), (row_source, col_source), (*col_pad, *row_pad), None, None))
+        else:
+            steps.append(_Step((row, col), (row_source, col_source), (*col_pad, *row_pad), (row_inner, col_inner),
+                               (row_take, col_take)))
+    return steps
 
 
-def _flat_index(rows: torch.Tensor, cols: torch.Tensor, width: int) -> torch.Tensor:
-    """Per example, the flat pixel indices (n, P Q), row by row, of its rows (n, P) x cols (n, Q) in an image of
-    width ``width``."""
-    return (rows[:, :, None] * width + cols[:, None, :]).flatten(1)
-
-
-def _gather(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """Per example n, x[n, :, rows[n]][:, :, cols[n]]: rows (n, P), cols (n, Q) -> (n, C, P, Q)."""
-    n, channels, _, width = x.shape
-    index = _flat_index(rows, cols, width)
-    patch = x.flatten(2).gather(2, index[:, None].expand(n, channels, -1))
-    return patch.view(n, channels, rows.shape[1], cols.shape[1])
-
-
-def _scatter(maps: torch.Tensor, window: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """A copy of ``maps`` with each example's ``window`` written at its ``rows`` x ``cols``."""
-    n, channels, _, width = maps.shape
-    index = _flat_index(rows, cols, width)
-    out = maps.flatten(2).scatter(2, index[:, None].expand(n, channels, -1), window.flatten(2))
-    return out.view_as(maps)
+def _length(span: slice) -> int:
+    return span.stop - span.start
 
 
 @contextmanager
