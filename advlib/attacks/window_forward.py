@@ -32,23 +32,27 @@ skipped), and no global module hooks may be set. The model's own hooks run: a qu
 model, whose ``forward`` is swapped for the block (as :mod:`advlib.attacks.conv_gradient` swaps a layer's),
 and so do the hooks of the layers after the first dense layer, and of the Flatten and the dense layer too:
 when either carries a hook, the path writes the window into the last map and runs them as usual. Any other
-model, and any window too large to gain (estimated multiply-adds more than half a full pass), gets the
-ordinary forward pass, and so does a model on a GPU, where a full pass of a small network costs less than
-the path's small operations.
+model gets the ordinary forward pass, and so does a model on a GPU, where a full pass of a small network costs
+less than the path's small operations. On the CPU every window takes the path, however large: a full pass
+that must also store its maps for the next query costs about as much at the largest windows and more at the
+others, measured per query on 314 images (chapter 10's network: 11.0 against 10.8 ms at side 25, 8.6 against
+11.2 at side 18, 4.1 against 12.0 at side 9; the small CNN of :func:`advlib.models.small_cnn`: 72 against
+128 ms at side 25). The full pass is left for a
+change that a layer drops (a stride that skips the window's rows), whose logits it gives as usual.
 
 The stored maps are kept in channels-last memory: a window of a map is then a run of whole pixels (all
 channels of each), so its copies and differences are a few long contiguous strides, where in the default
 layout they are many rows of 2-3 values, several times slower on a CPU.
 
 Measured on chapter 10's network (Wong and Kolter's, 28x28 input), AutoAttack's Square on the 314 images
-still standing after APGD-T, 5,000 queries, one core of the 2-core AMD EPYC VM: 11.6-12.6 s, against 57-58 s
+still standing after APGD-T, 5,000 queries, one core of the 2-core AMD EPYC VM: 10.1-10.3 s, against 57-58 s
 with a full pass per query and 22.8-26.5 s with this module's earlier form (a window per example, gathered
-and scattered, and the dense layers run whole); none of those images broken by any of the three.
+and scattered, the dense layers run whole, full passes for windows of side 9 and more); none of those images
+broken by any of the three.
 """
 
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
 from typing import NamedTuple
 
@@ -61,11 +65,10 @@ from ..models import Normalize
 from ..utils import model_device
 from . import core
 
-__all__ = ["GAIN", "WindowForward", "window_forward"]
+__all__ = ["WindowForward", "window_forward"]
 
 POINTWISE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Identity,
              Normalize)
-GAIN = 0.5  # the window path is taken when its multiply-adds are at most this share of a full pass
 
 
 class _Local(NamedTuple):
@@ -112,7 +115,8 @@ def _hooked(module: nn.Module) -> bool:
 
 def _on_cpu(model: nn.Module) -> bool:
     """The window path is for the CPU: on an H200 a full pass of chapter 10's network costs so little that
-    AutoAttack's Square took 7.5-8.1 s with it against 5.5-5.6 s without (420 images, 5,000 queries)."""
+    AutoAttack's Square took longer with the path than without: 9.9-12.2 s against 7.8-8.1 s (the path as
+    of commit 55cb4ce; 314 images, 5,000 queries), and 7.5-8.1 s against 5.5-5.6 s with its first form."""
     return model_device(model).type == "cpu"
 
 
@@ -300,7 +304,7 @@ class WindowForward:
     def _steps(self, shape: torch.Size, top: int, left: int, side: int) -> list[_Step] | None:
         key = (shape[2], shape[3], top, left, side)
         if key not in self.steps:
-            self.steps[key] = _window_steps(self.local, self.linear, (shape[2], shape[3]), (top, left), side)
+            self.steps[key] = _window_steps(self.local, (shape[2], shape[3]), (top, left), side)
         return self.steps[key]
 
 
@@ -328,10 +332,10 @@ def _axis(local: list[_Local], sizes: list[tuple[int, int]], axis: int, start: i
     return spans
 
 
-def _window_steps(local: list[_Local], linear: nn.Linear | None, size: tuple[int, int],
-                  corner: tuple[int, int], side: int) -> list[_Step] | None:
+def _window_steps(local: list[_Local], size: tuple[int, int], corner: tuple[int, int],
+                  side: int) -> list[_Step] | None:
     """The steps of a query whose window is side x side at ``corner`` of inputs of ``size`` (H, W), or None
-    when its multiply-adds exceed ``GAIN`` times a full pass's or a layer drops the change."""
+    when a layer drops the change (no output reads it)."""
     sizes = [tuple(size)]
     for item in local:
         sizes.append(tuple((sizes[-1][a] + 2 * item.padding[a] - item.kernel[a]) // item.stride[a] + 1
@@ -339,18 +343,6 @@ def _window_steps(local: list[_Local], linear: nn.Linear | None, size: tuple[int
     rows = _axis(local, sizes, 0, corner[0], min(corner[0] + side, size[0]))
     cols = _axis(local, sizes, 1, corner[1], min(corner[1] + side, size[1]))
     if rows is None or cols is None:
-        return None
-    full = part = 0
-    for i, item in enumerate(local):  # multiply-adds per output position: k_h k_w C_in C_out / groups
-        if type(item.module) is nn.Conv2d:
-            per = math.prod(item.kernel) * item.module.in_channels * item.module.out_channels // item.module.groups
-            full += per * math.prod(sizes[i + 1])
-            part += per * _length(rows[i][0]) * _length(cols[i][0])
-    if linear is not None:  # the dense layer: whole, or its columns on the last window
-        area = _length(rows[-1][0]) * _length(cols[-1][0])
-        full += linear.in_features * linear.out_features
-        part += linear.in_features * linear.out_features * area // math.prod(sizes[-1])
-    if part > GAIN * full:
         return None
     steps = []
     for i, ((row, row_source, row_pad, row_inner, row_take), (col, col_source, col_pad, col_inner, col_take)) \
@@ -363,10 +355,6 @@ def _window_steps(local: list[_Local], linear: nn.Linear | None, size: tuple[int
             steps.append(_Step((row, col), (row_source, col_source), (*col_pad, *row_pad), (row_inner, col_inner),
                                (row_take, col_take)))
     return steps
-
-
-def _length(span: slice) -> int:
-    return span.stop - span.start
 
 
 @contextmanager
