@@ -39,8 +39,15 @@ def rgb_net() -> nn.Sequential:
                          nn.Flatten(), nn.Linear(8 * 17 * 8, 5))
 
 
+def pooled_net() -> nn.Sequential:
+    """Max pooling that reads no output from its input's last row and column (an unpadded 4x4 convolution leaves
+    25, pooled by 2 to 12), so a change reaches the next convolution's patch only in part."""
+    return nn.Sequential(nn.Conv2d(1, 4, 4), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(6 * 12 * 12, 10))
+
+
 NETS = {"wong-kolter": (models.wong_kolter_cnn, (1, 28, 28)), "small-cnn": (models.small_cnn, (1, 28, 28)),
-        "odd": (odd_net, (1, 28, 28)), "rgb": (rgb_net, (3, 32, 32))}
+        "odd": (odd_net, (1, 28, 28)), "rgb": (rgb_net, (3, 32, 32)), "pooled": (pooled_net, (1, 28, 28))}
 
 
 def built(name: str) -> tuple[nn.Module, tuple[int, int, int]]:
@@ -61,11 +68,13 @@ def test_the_window_path_gives_the_models_own_logits(name):
                 assert local is not None
                 local.start(current)
                 drawn = _linf_proposal_at(x, current, 0.2, side, generator)[1]
-                for corner in ((0, 0), (h - side, w - side), (0, w - side), drawn):  # corners, edges, anywhere
+                inner = (max(0, h - side - 1), min(2, w - side))  # off the edges by one and two
+                for corner in ((0, 0), (h - side, w - side), (0, w - side), inner, drawn):
                     trial = _move(current, corner, side)
                     logits = local(trial, corner, side)
-                    # the rgb net's first convolution reads no output from the image's last row and column
-                    dropped = name == "rgb" and side == 1 and (corner[0] == h - 1 or corner[1] == w - 1)
+                    # the rgb net's first convolution, and the pooled net's pooling, read nothing that depends on
+                    # the image's last row or column alone
+                    dropped = name in ("rgb", "pooled") and side == 1 and (corner[0] == h - 1 or corner[1] == w - 1)
                     assert (local.query.steps is None) == dropped
                     torch.testing.assert_close(logits, model(trial), rtol=1e-5, atol=1e-5)
                     keep = torch.rand(len(x), generator=generator) < 0.5
