@@ -58,8 +58,9 @@ images at Linf eps 0.1: the time of each (goal: ours at most half of theirs) and
 reports (goal: ours not above theirs), with ours after each of its attacks. Each attack's wall time, ours
 and theirs, splits the whole (wall time, as advlib's report measures it, while the totals are on the run's
 clock); beside Square, the wall time of full forward passes alone, as many as our Square made, over the
-images it attacked: what an implementation evaluating every query by a full pass spends in the model (ours
-recomputes only the windows of the feature maps a proposal reaches, ``advlib.attacks.window_forward``).
+images it attacked: what an implementation evaluating every query by a full pass spends in the model (ours,
+on a CPU, recomputes only the windows of the feature maps a proposal reaches and updates the first dense
+layer by the window's columns, ``advlib.attacks.window_forward``).
 
 Each benchmark is a function in :data:`BENCHMARKS` taking the run's settings and returning
 ``{"rows": [...], ...}``.

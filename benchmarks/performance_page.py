@@ -496,8 +496,9 @@ BENCHMARKS = (
         "every earlier one left standing. The last column is the wall time of full forward passes of the "
         "model alone, as many as our Square made (5,000 queries per image at the paper's settings), over the "
         "images it attacked: what an implementation that evaluates every query by a full pass spends in the "
-        "model. Ours can go below it: a query recomputes only the windows of the feature maps that its "
-        "proposal reaches (`advlib.attacks.window_forward`).",
+        "model. Ours goes below it on a CPU: a query recomputes only the windows of the feature maps that its "
+        "proposal reaches and updates the first dense layer by the window's columns "
+        "(`advlib.attacks.window_forward`); on a GPU it makes full passes.",
         "attacks", ("benchmarks", "autoattack"),
         ["model", "attack", "ours (s)", "torchattacks (s)", "ours/torchattacks",
          "Square's queries as full passes (s)"],
