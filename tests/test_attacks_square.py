@@ -2,11 +2,12 @@
 
 What is checked: it never uses a gradient (grad mode is off in every forward pass, a backward would trip a
 wire, and it works on a model whose output has no grad_fn, on which PGD cannot even start); each example's
-rows seen by the model are counted by a ledger model and equal the reported queries, never above the
-budget, and an example stops at the query that fooled it; the Linf result has the paper's structure (every
-pixel at clip(x +- eps)) and the L2 result spends the whole budget (norm eps where the box does not clip);
-it breaks the trained MLP, at least as well as torchattacks' Square at the same settings; the generator
-is its only randomness; the schedule of p is the paper's; targeted runs and the CE loss work.
+rows seen by the model are counted by a ledger model and equal the reported queries, never above the budget,
+and an example stops at the query that fooled it; a Linf proposal changes one window, at the same uniformly
+drawn place for the whole batch; the Linf result has the paper's structure (every pixel at clip(x +- eps)) and
+the L2 result spends the whole budget (norm eps where the box does not clip); it breaks the trained MLP, at
+least as well as torchattacks' Square at the same settings; the generator is its only randomness; the schedule
+of p is the paper's; targeted runs and the CE loss work.
 A batch does not equal its examples attacked one by one (the module says so), so that is not tested.
 """
 
@@ -244,6 +245,23 @@ def test_a_linf_proposal_always_changes_the_image_with_uniform_signs():
     signs = at_up.flatten(2).all(2).long()  # (700, 3), 1 where the channel is up
     counts = torch.bincount(signs[:, 0] * 4 + signs[:, 1] * 2 + signs[:, 2], minlength=8)
     assert counts[7] == 0 and counts[:7].min() >= 70, counts  # 100 expected for each of the 7
+
+
+def test_a_linf_proposal_changes_one_window_shared_by_the_batch_at_a_uniform_corner():
+    """Every example's proposal differs from its current image inside the returned corner's window only, and
+    in it for every example (the batch shares the position, each example its signs); the corners are uniform
+    on {0..H-side} x {0..W-side} of a 5x8 image."""
+    x = torch.rand(6, 2, 5, 8, generator=seeded(11))
+    generator, side = seeded(12), 2
+    counts = torch.zeros(5 - side + 1, 8 - side + 1)
+    for _ in range(2800):
+        proposal, (top, left) = _linf_proposal_at(x, x, EPS, side, generator)
+        counts[top, left] += 1
+        inside = torch.zeros(5, 8, dtype=torch.bool)
+        inside[top:top + side, left:left + side] = True
+        changed = (proposal != x).any(dim=1)  # (n, H, W)
+        assert not changed[:, ~inside].any() and changed[:, inside].any(dim=1).all()
+    assert counts.min() >= 60 and counts.max() <= 145, counts  # 100 expected in each of the 28 cells
 
 
 def test_an_l2_proposal_moves_mass_per_channel_and_spends_the_unused_budget():

@@ -3,14 +3,17 @@ the current points in one window, the same for the batch, evaluated by recomputi
 feature map it reaches and updating the first dense layer's output by the window's columns.
 
 What is checked: its logits equal the model's own pass on every supported kind of layer (strided, padded and
-unpadded convolutions, rectangular kernels, pooling, Normalize and other pointwise layers, RGB), for windows
-anywhere, the image's corners and edges included, of every size; a change that no output reads gets the full
-pass; the carried dense layer stays within rounding of the full pass over a run of 5,000 kept queries; every
-window takes the path, up to the whole image, unless a layer drops its change; models it cannot handle (hooks on
-a layer, global hooks, an unsupported layer, no Flatten, no convolution, a forward of their own) get the full
-pass; the model's own hooks, and those of the layers after its Flatten, see every query; the swap is undone
-after the block, also after an error; and along a whole Square run every query's logits are the model's, and
-the run fools the same examples at the same queries as one by full passes.
+unpadded convolutions, rectangular kernels, grouped convolutions, strides longer than the kernel, pooling that
+overlaps or skips a row, Normalize and other pointwise layers, layers working in place after the path, RGB, a
+non-square image), for windows anywhere, the image's corners and edges included, of sides 1 to 5, 8 and the
+whole image; a change that no output reads gets the full pass; the carried dense layer stays within rounding
+of the full pass over a run of 5,000 kept queries; every window takes the path, up to the whole image, unless
+a layer drops its change; a pre-hook of the model that replaces the query gets the full pass of what it
+returns; models it cannot handle (hooks on a layer, global hooks, an unsupported layer, no Flatten, no
+convolution, a forward of their own) get the full pass; the model's own hooks, and those of its Flatten and
+the layers after, see every query; the swap is undone after the block, also after an error; and along a whole
+Square run every query's logits are the model's, and the run fools the same examples at the same queries as
+one by full passes.
 """
 
 from __future__ import annotations
@@ -46,8 +49,29 @@ def pooled_net() -> nn.Sequential:
                          nn.Flatten(), nn.Linear(6 * 12 * 12, 10))
 
 
+def in_place_net() -> nn.Sequential:
+    """ReLUs that work in place, after the convolutions and after the first dense layer (whose output the path
+    carries: the layers after it must not change it)."""
+    return nn.Sequential(nn.Conv2d(1, 8, 4, stride=2, padding=1), nn.ReLU(inplace=True), nn.Conv2d(8, 8, 3, padding=1),
+                         nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(8 * 14 * 14, 20), nn.ReLU(inplace=True),
+                         nn.Linear(20, 10))
+
+
+def strided_net() -> nn.Sequential:
+    """A 20x33 image of two channels: Identity first, a grouped 2x2 convolution of stride 3 (it reads no row or
+    column 2 mod 3, nor column 32), overlapping 3x3 max pooling of stride 2, a 1x1 convolution to one channel
+    (whose Flatten is a view of the map), then an in-place layer right after the Flatten (the dense layer is
+    not carried: the path writes its window into a copy of the last map)."""
+    return nn.Sequential(nn.Identity(), nn.Conv2d(2, 4, 2, stride=3, groups=2), nn.ReLU(), nn.MaxPool2d(3, 2),
+                         nn.Conv2d(4, 1, 1), nn.Flatten(), nn.SiLU(inplace=True), nn.Linear(3 * 5, 10))
+
+
 NETS = {"wong-kolter": (models.wong_kolter_cnn, (1, 28, 28)), "small-cnn": (models.small_cnn, (1, 28, 28)),
-        "odd": (odd_net, (1, 28, 28)), "rgb": (rgb_net, (3, 32, 32)), "pooled": (pooled_net, (1, 28, 28))}
+        "odd": (odd_net, (1, 28, 28)), "rgb": (rgb_net, (3, 32, 32)), "pooled": (pooled_net, (1, 28, 28)),
+        "in-place": (in_place_net, (1, 28, 28)), "strided": (strided_net, (2, 20, 33))}
+# where a change of one pixel's row or column reaches nothing (a stride, or pooling, skips it): the full pass
+DROPPED = {"rgb": lambda top, left: top == 31 or left == 31, "pooled": lambda top, left: top == 27 or left == 27,
+           "strided": lambda top, left: top % 3 == 2 or left % 3 == 2 or left == 32}
 
 
 def built(name: str) -> tuple[nn.Module, tuple[int, int, int]]:
@@ -69,12 +93,11 @@ def test_the_window_path_gives_the_models_own_logits(name):
                 local.start(current)
                 drawn = _linf_proposal_at(x, current, 0.2, side, generator)[1]
                 inner = (max(0, h - side - 1), min(2, w - side))  # off the edges by one and two
-                for corner in ((0, 0), (h - side, w - side), (0, w - side), inner, drawn):
+                # the top left corner again last: a window query after the others, dropped ones among them
+                for corner in ((0, 0), (h - side, w - side), (0, w - side), inner, drawn, (0, 0)):
                     trial = _move(current, corner, side)
                     logits = local(trial, corner, side)
-                    # the rgb net's first convolution, and the pooled net's pooling, read nothing that depends on
-                    # the image's last row or column alone
-                    dropped = name in ("rgb", "pooled") and side == 1 and (corner[0] == h - 1 or corner[1] == w - 1)
+                    dropped = side == 1 and DROPPED.get(name, lambda top, left: False)(*corner)
                     assert (local.query.steps is None) == dropped
                     torch.testing.assert_close(logits, model(trial), rtol=1e-5, atol=1e-5)
                     keep = torch.rand(len(x), generator=generator) < 0.5
@@ -164,21 +187,42 @@ def test_models_it_cannot_handle_get_the_full_pass(case):
             handle.remove()
 
 
+def test_a_pre_hook_that_replaces_the_query_gets_the_full_pass_of_what_it_returns():
+    """A forward pre-hook of the model that hands over another tensor: the path cannot read that one, so the
+    query is answered, and its maps kept, by the full pass of the hook's tensor (the model's own logits)."""
+    model, _ = built("wong-kolter")
+    model.register_forward_pre_hook(lambda module, inputs: (inputs[0].flip(-1),))
+    x = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(12))
+    generator = torch.Generator().manual_seed(13)
+    with torch.no_grad(), window_forward.window_forward(model) as local:
+        current = x.clone()
+        local.start(current)
+        for side in (3, 2, 2, 1):
+            trial, corner = _linf_proposal_at(x, current, 0.2, side, generator)
+            logits = local(trial, corner, side)
+            assert local.query.steps is None
+            torch.testing.assert_close(logits, model(trial), rtol=1e-5, atol=1e-5)
+            keep = torch.rand(len(x), generator=generator) < 0.5
+            local.keep(keep)
+            current = torch.where(keep[:, None, None, None], trial, current)
+
+
 def test_the_models_hooks_see_every_query_and_the_swap_is_undone(monkeypatch):
     model, _ = built("wong-kolter")
     x = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         y = model(x).argmax(1)
-    rows, dense_rows = [], []
+    rows, flatten_rows, dense_rows = [], [], []
     model.register_forward_hook(lambda module, inputs, output: rows.append(len(inputs[0])))
-    model[5].register_forward_hook(lambda module, inputs, output: dense_rows.append(len(inputs[0])))  # after Flatten
+    model[4].register_forward_hook(lambda module, inputs, output: flatten_rows.append(len(inputs[0])))
+    model[5].register_forward_hook(lambda module, inputs, output: dense_rows.append(len(inputs[0])))
     result = square_with_queries(model, x, y, eps=0.1, queries=200, p_init=0.05,
                                  generator=torch.Generator().manual_seed(4))
     assert "forward" not in model.__dict__
     fooled_later = int((result.success & (result.queries > 1)).sum())  # each confirmed by one more pass
     assert fooled_later > 0 and not result.success.all()
     assert sum(rows) == int(result.queries.sum()) + fooled_later  # every query is a call of the model
-    assert dense_rows == rows  # and the layers after the Flatten run on each
+    assert flatten_rows == dense_rows == rows  # and the Flatten and the layers after it run on each
 
     def broken(self, *args):
         raise RuntimeError("boom")

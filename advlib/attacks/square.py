@@ -44,18 +44,20 @@ every example, so on a convolutional ``nn.Sequential`` only the windows of the f
 reaches are recomputed, and the first dense layer's output is updated by the window's columns
 (:mod:`advlib.attacks.window_forward`; the logits are the full pass's up to rounding, and where they say the
 model is fooled, the model's own full pass decides). Every query is still a call of the model, so its hooks
-see each one. Other models, L2 (whose rescaling changes the whole image) and large windows get full passes.
+see each one. Other models, L2 (whose rescaling changes the whole image) and models on a GPU get full
+passes.
 
-Where this differs from the authors' and AutoAttack's code: in Linf each example draws its own signs, and the
-window's position is the one thing shared by the batch in an iteration (AutoAttack's Square, like
-torchattacks', shares one sign per channel across the batch as well, and does not redraw a proposal that
-changes nothing); in L2 every example draws its own windows and transpositions (the authors' code, and
-AutoAttack's, draw one pair of windows per iteration for the batch). Each example's proposals are distributed
-as Alg. 2-3 say either way; sharing the Linf window makes every query's window one slice of the batch, which
-the window path needs (:mod:`advlib.attacks.window_forward`). Window corners are uniform on {0, ..., W - h} as
-in Alg. 2-3 (the code stops at W - h - 1); a proposal that fools the model is always kept, even when the
-cross-entropy does not improve; and the budget counts the initial point, so a run makes exactly ``queries``
-evaluations at most (the authors' L2 code makes one more).
+Where this differs from the authors' and AutoAttack's code: in Linf the window's position is drawn once per
+iteration for the whole batch, as AutoAttack's and torchattacks' Square draw it (the authors' Linf code draws
+one per image), while each example draws its own signs (AutoAttack's and torchattacks' share one sign per
+channel across the batch as well, and do not redraw a proposal that changes nothing); in L2 every example
+draws its own windows and transpositions (the authors' code, and AutoAttack's, draw one pair of windows per
+iteration for the batch). Each example's proposals are distributed as Alg. 2-3 say either way; sharing the
+Linf window makes every query's window one slice of the batch, which the window path needs
+(:mod:`advlib.attacks.window_forward`). Window corners are uniform on {0, ..., W - h} as in Alg. 2-3 (the code
+stops at W - h - 1); a proposal that fools the model is always kept, even when the cross-entropy does not
+improve; and the budget counts the initial point, so a run makes exactly ``queries`` evaluations at most (the
+authors' L2 code makes one more).
 
 Randomness
 ----------
@@ -302,10 +304,10 @@ def _linf_start(x: torch.Tensor, eps: float, generator) -> torch.Tensor:
 
 def _linf_proposal_at(x: torch.Tensor, current: torch.Tensor, eps: float, side: int,
                       generator) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Alg. 2: a window of side ``side`` at a random position, the same for the whole batch (as in the
-    authors' and AutoAttack's code), each channel's pixels in it set to clip(x + rho_c eps) with one random
-    sign per example and channel, the signs uniform over those that change the current image (the authors'
-    code redraws until they do). Returns the proposals and the window's corner (top, left).
+    """Alg. 2: a window of side ``side`` at a random position, the same for the whole batch (as in AutoAttack's code;
+    the authors' draw one per image), each channel's pixels in it set to clip(x + rho_c eps) with one random sign
+    per example and channel, the signs uniform over those that change the current image (the authors' code redraws
+    until they do). Returns the proposals and the window's corner (top, left).
 
     A channel's window is left unchanged by at most one sign (clip(x + eps) and clip(x - eps) differ at
     every pixel when eps > 0), so at most one sign vector u changes nothing. The redraw is done without a

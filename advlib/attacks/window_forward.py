@@ -7,11 +7,11 @@ feature map: through a layer of kernel k, stride s and padding p, input rows [a,
 with o s - p <= b - 1 and o s - p + k - 1 >= a (the receptive-field arithmetic read backwards; pointwise
 layers keep the window), and those outputs depend on the input rows [o_first s - p, o_last s - p + k), the
 patch. So the path keeps, for each example's current point, the feature map entering every convolution or
-pooling layer and the last one before the ``nn.Flatten``; a query recomputes each layer's window alone, from
-its patch of the stored map (zero where the patch leaves the map: the convolution's padding) with the
-window the change reached written into it. Every recomputed value is the same sum of the same products as
-in the full pass (in another order, so equal up to rounding), and the stored maps are never updated by
-differences: a kept proposal's windows are written into them.
+pooling layer after the first (the first one's is the image) and the last one before the ``nn.Flatten``; a
+query recomputes each layer's window alone, from its patch of the stored map (zero where the patch leaves the
+map: the convolution's padding) with the window the change reached written into it. Every recomputed value is
+the same sum of the same products as in the full pass (in another order, so equal up to rounding), and the
+stored maps are never updated by differences: a kept proposal's windows are written into them.
 
 The first dense layer after the Flatten (an ``nn.Linear``) is carried the same way: its output z = W m + b
 for the current points is kept, and a query's is z + W_S (m'_S - m_S), where S is the window of the last map
@@ -20,25 +20,27 @@ carried by differences; its rounding error grows at most with the number of kept
 million of the logits' size after AutoAttack's 5,000 queries (measured, ``tests/test_window_forward.py``), and a
 success is decided by the model's own full pass anyway (:mod:`advlib.attacks.square`).
 
-Because the window is the same for every example of a query (as in the Square attack's authors' code and
-AutoAttack's, which draw one position per iteration), every patch and window is a slice of the batch's
-tensors, and the dense layer's change is one matrix product.
+Because the window is the same for every example of a query (as in AutoAttack's and torchattacks' Square,
+which draw one position per iteration; the authors' Linf code draws one per image), every patch and window is
+a slice of the batch's tensors, and the dense layer's change is one matrix product.
 
 Which models: an ``nn.Sequential`` (its own ``forward``) whose layers before an ``nn.Flatten`` are plain
-``nn.Conv2d`` (numeric zero padding, dilation 1), ``nn.MaxPool2d`` and ``nn.AvgPool2d`` without padding,
-and pointwise layers (ReLU and its relatives, Sigmoid, Tanh, Softplus, :class:`advlib.models.Normalize`,
+``nn.Conv2d`` (numeric zero padding, dilation 1), ``nn.MaxPool2d`` and ``nn.AvgPool2d`` without padding, and
+pointwise layers (ReLU and its relatives, Sigmoid, Tanh, Softplus, :class:`advlib.models.Normalize`,
 ``nn.Identity``), with at least one convolution; no layer before the Flatten may carry hooks (its calls are
 skipped), and no global module hooks may be set. The model's own hooks run: a query is still a call of the
-model, whose ``forward`` is swapped for the block (as :mod:`advlib.attacks.conv_gradient` swaps a layer's),
-and so do the hooks of the layers after the first dense layer, and of the Flatten and the dense layer too:
-when either carries a hook, the path writes the window into the last map and runs them as usual. Any other
-model gets the ordinary forward pass, and so does a model on a GPU, where a full pass of a small network costs
-less than the path's small operations. On the CPU every window takes the path, however large: a full pass
-that must also store its maps for the next query costs about as much at the largest windows and more at the
-others, measured per query on 314 images (chapter 10's network: 11.0 against 10.8 ms at side 25, 8.6 against
-11.2 at side 18, 4.1 against 12.0 at side 9; the small CNN of :func:`advlib.models.small_cnn`: 72 against
-128 ms at side 25). The full pass is left for a
-change that a layer drops (a stride that skips the window's rows), whose logits it gives as usual.
+model, whose ``forward`` is swapped for the block (as :mod:`advlib.attacks.conv_gradient` swaps a layer's; a
+forward pre-hook of the model that replaces the query gets the full pass of what it returns), and so do the
+hooks of the layers from the Flatten on: when the Flatten or the dense layer carries one, the path writes the
+window into the last map and runs them as usual. The layers after the path get copies of its values, so one that works
+in place changes nothing the path keeps. Any other model gets the ordinary forward pass, and so does a model
+on a GPU, where a full pass of a small network costs less than the path's small operations. On the CPU
+every window takes the path, however large: a full pass that must also store its maps for the next query
+costs about as much at the largest windows and more at the others, measured per query on 314 images
+(chapter 10's network: the path 11.0 ms and the full pass 10.8 at side 25, 8.6 and 11.2 at side 18, 4.1 and
+12.0 at side 9; the small CNN of :func:`advlib.models.small_cnn`: 72 and 128 ms at side 25). The full pass
+is left for a change that a layer drops (a stride that skips the window's rows), whose logits it gives as
+usual.
 
 The stored maps are kept in channels-last memory: a window of a map is then a run of whole pixels (all
 channels of each), so its copies and differences are a few long contiguous strides, where in the default
@@ -133,13 +135,13 @@ def _plan(model: nn.Module) -> tuple[list[_Local], list[nn.Module]] | None:
     layers = list(model)
     local = []
     for i, layer in enumerate(layers):
-        if any(_hooked(m) for m in layer.modules()):
-            return None
-        if type(layer) is nn.Flatten:
+        if type(layer) is nn.Flatten:  # the layers from here on run as usual, their hooks too
             if not local or not any(type(item.module) is nn.Conv2d for item in local) \
                     or layer.start_dim != 1 or layer.end_dim != -1:
                 return None
             return local, layers[i:]
+        if any(_hooked(m) for m in layer.modules()):
+            return None
         item = _local_layer(layer)
         if item is None:
             return None
@@ -228,22 +230,25 @@ class WindowForward:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The swapped ``forward`` of the model: the window path for the pending query, else the full pass
         (the pending query's values kept either way)."""
-        if self.pending is None or x is not self.pending[0]:
+        if self.pending is None:
             return nn.Sequential.forward(self.model, x)
         trial, (top, left), side = self.pending
-        steps = self._steps(trial.shape, top, left, side)
+        # a forward pre-hook of the model may hand over another tensor: only the query itself takes the path
+        steps = self._steps(trial.shape, top, left, side) if x is trial else None
         if steps is None:
-            maps, dense = self._full(trial)
+            maps, dense = self._full(x)
         else:
             maps, dense = self._windows(trial, steps)
         self.query = _Query(steps, maps, dense)
+        # the layers after the path get copies: one working in place must not change what keep() stores
         if dense is not None:
-            out = dense
+            out = dense.clone()
             for layer in self.tail[2:]:
                 out = layer(out)
             return out
-        out = maps[-1]
-        if steps is not None:  # the last map with its new window, for the layers from the Flatten on
+        if steps is None:
+            out = maps[-1].clone()
+        else:  # the last map with its new window, for the layers from the Flatten on
             out = self.maps[-1].clone()
             out[(slice(None), slice(None), *steps[-1].window)] = maps[-1]
         for layer in self.tail:
@@ -297,7 +302,7 @@ class WindowForward:
         if key not in self.columns:
             weight = self.linear.weight
             channels, height, width = self.maps[-1].shape[1:]
-            part = weight.view(weight.shape[0], channels, height, width)[:, :, window[0], window[1]]
+            part = weight.reshape(weight.shape[0], channels, height, width)[:, :, window[0], window[1]]
             self.columns[key] = part.permute(0, 2, 3, 1).flatten(1).t().contiguous()
         return self.columns[key]
 
