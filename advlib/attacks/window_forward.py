@@ -275,8 +275,10 @@ class WindowForward:
                 x = item.module(x)
             else:
                 patch = source[(slice(None), slice(None), *step.source)]
-                if step.inner is not None or any(step.pad):
-                    patch = F.pad(patch, step.pad) if any(step.pad) else patch.clone()
+                if any(step.pad):  # a new tensor, with the zeros of the convolution's padding around
+                    patch = F.pad(patch, step.pad)
+                elif step.inner is not None:  # a copy to write into: the slice is a view of a stored map
+                    patch = patch.clone()
                 if step.inner is not None:
                     patch[(slice(None), slice(None), *step.inner)] = x[(slice(None), slice(None), *step.take)]
                 module = item.module
